@@ -17,6 +17,11 @@ Map of the package (each module's own docstring says more):
 - ``coordinator``    bootstrap peer and stage manager.
 - ``chain``          SwarmCoordinator client (wallet / login-relay back-ends), outbox, deploy.
 - ``launcher``       ``rl-swarm up``: starts every local service as its own process.
+- ``login_client``   HTTP client of the login service: headless sign-in, API-key wait.
+- ``hub``            optional push to the Hugging Face hub (token checked at start).
+- ``node_state``     the node's durable round state; atomic file writes.
+- ``evaluation``     greedy evaluation of a checkpoint (accuracy, format rate).
+- ``names``          stable human-readable peer names (adjective-adjective-animal).
 - ``telemetry``      OpenTelemetry metrics (OTLP or a Prometheus endpoint).
 - ``doctor``         environment checks with fixes.
 """

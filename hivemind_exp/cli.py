@@ -54,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     from hivemind_exp.logging_setup import configure_logging
+    from hivemind_exp.settings_base import SettingsError
 
     configure_logging()
     try:
         return int(args._run(args) or 0)
+    except SettingsError as err:
+        print(err.message, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -146,6 +146,8 @@ class HubSource:
 
     def problems(self) -> Sequence[Problem]:
         if self._problems is None:
+            if not _hub_reachable():
+                raise DatasetError(f"GSM8K hub dataset {self.dataset_id} is not reachable (no connection to huggingface.co)")
             try:
                 from datasets import load_dataset
 
@@ -160,6 +162,19 @@ class HubSource:
                     probs.append(Problem(qid=question_id(q), question=q, answer=final, solution=row["answer"]))
             self._problems = probs
         return self._problems
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect, so an offline machine falls back in seconds, not after the hub client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------

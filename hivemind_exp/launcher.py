@@ -44,6 +44,7 @@ class ServiceSpec:
     ready_timeout: float = 120.0
     depends_on: list[str] = field(default_factory=list)
     cwd: Path | None = None
+    finishes: bool = False  # exiting 0 is success (e.g. a trainer with --max-rounds), not a failure
 
 
 @dataclass
@@ -103,6 +104,21 @@ def file_ready(path: Path) -> Callable[[], bool]:
     return path.is_file
 
 
+def log_ready(path: Path, text: str) -> Callable[[], bool]:
+    """Ready once `text` appears in the log after the point where it ends now (logs are appended)."""
+    start = path.stat().st_size if path.exists() else 0
+
+    def check() -> bool:
+        try:
+            with path.open("rb") as fh:
+                fh.seek(start)
+                return text.encode() in fh.read()
+        except OSError:
+            return False
+
+    return check
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         with path.open("rb") as fh:
@@ -124,6 +140,7 @@ class Supervisor:
         self.stop_grace = stop_grace
         self.stop_event = threading.Event()
         self.running: dict[str, _Running] = {}
+        self.finished: set[str] = set()
         self.out = out or sys.stdout
 
     # -- output -----------------------------------------------------------------------------
@@ -172,12 +189,12 @@ class Supervisor:
             delay = min(delay * 1.5, 2.0)
 
     def start(self, specs: list[ServiceSpec]) -> None:
-        names = {s.name for s in specs}
+        names = {s.name for s in specs} | set(self.running)
         for s in specs:
             missing = [d for d in s.depends_on if d not in names]
             if missing:
                 raise LaunchError(f"{s.name} depends on unknown service(s) {missing}")
-        started: set[str] = set()
+        started: set[str] = set(self.running)
         pending = list(specs)
         while pending and not self.stop_event.is_set():
             progressed = False
@@ -200,6 +217,18 @@ class Supervisor:
             for name, run in list(self.running.items()):
                 code = run.proc.poll()
                 if code is None:
+                    continue
+                if code == 0 and run.spec.finishes:
+                    self.say(f"{name} finished")
+                    try:  # reap helpers the finished leader may have left in its group
+                        os.killpg(run.proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    self.finished.add(name)
+                    del self.running[name]
+                    if not any(r.spec.finishes for r in self.running.values()):
+                        self.say("every finishing service is done; stopping the rest")
+                        return 0
                     continue
                 self.say(f"{name} exited with code {code}\n--- last lines of {run.log_path} ---\n{tail(run.log_path)}\n---")
                 if self.restart_policy == "on-failure" and code != 0 and run.restarts < self.max_restarts:

@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
+from hivemind_exp.chain.settings import ChainSettings
 from hivemind_exp.settings_base import ServiceSettings
+from hivemind_exp.swarm.settings import SwarmSettings
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -94,3 +96,47 @@ class LauncherSettings(CommonSettings, ModelSettings):
                 raise ValueError(f"{name} and {seen[port]} both use port {port}; give them different ports")
             seen[port] = name
         return self
+
+
+
+class TrainerSettings(CommonSettings, ModelSettings, SwarmSettings, ChainSettings):
+    """`rl-swarm trainer`: one GRPO node (swarm + chain settings included)."""
+
+    data_dir: Path = Field(Path("runs/node"), description="checkpoints, node state and the chain outbox of this node")
+    swarm_seed: int = Field(42, description="seed that fixes every round's questions (same on every peer)")
+    questions_per_round: int | None = Field(None, ge=1, le=256,
+                                            description="questions per round (default: from the device profile)")
+    keep_checkpoints: int = Field(2, ge=1, le=100, description="how many stage checkpoints to keep")
+    max_rounds: int | None = Field(None, ge=1, description="stop after finishing this many rounds (default: never)")
+    stage_stale_seconds: float = Field(
+        30.0, ge=0, description="a stage whose deadline passed this long ago (coordinator silent) is not trained on")
+    poll_seconds: float = Field(2.0, gt=0, le=60, description="how often to look for a new round/stage")
+    heartbeat_seconds: float = Field(20.0, gt=0, le=600, description="how often to announce this node on the DHT")
+    eval_every_rounds: int = Field(0, ge=0, description="evaluate on a held-out set every K rounds (0 = never)")
+    eval_problems: int = Field(20, ge=1, le=5000, description="size of the held-out evaluation set")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port when no OTLP endpoint is set "
+                              "(0 = no endpoint)")
+    push_to_hub: bool = Field(False, description="push the model to the Hugging Face hub after each round "
+                              "(needs HF_TOKEN with write access)")
+    hub_model_id: str | None = Field(None, description="hub repository for --push-to-hub, e.g. user/rl-swarm-node")
+    api_key_wait_seconds: float = Field(600.0, ge=0, description="relay mode: how long to wait for the login "
+                                        "service to activate this node's API key before giving up")
+
+    @model_validator(mode="after")
+    def _push_needs(self) -> "TrainerSettings":
+        if self.push_to_hub and (self.hf_token is None or not self.hub_model_id):
+            raise ValueError("--push-to-hub needs HF_TOKEN (env or .env) and --hub-model-id user/name")
+        return self
+
+
+class CoordinatorSettings(CommonSettings, SwarmSettings, ChainSettings):
+    """`rl-swarm coordinator`: bootstrap peer and stage manager."""
+
+    stage_seconds: float = Field(120.0, gt=1, description="stage deadline: advance after this many seconds")
+    min_stage_seconds: float = Field(5.0, ge=0, description="never advance earlier than this, even when every "
+                                     "live peer has published")
+    early_advance: bool = Field(True, description="advance as soon as every live peer published the stage's outputs")
+    max_rounds: int | None = Field(None, ge=1, description="stop after this many rounds (default: never)")
+    republish_seconds: float = Field(10.0, gt=0, le=300, description="how often the round state is re-published")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port when no OTLP endpoint is set "
+                              "(0 = no endpoint)")

@@ -34,7 +34,8 @@ class ServiceSettings(BaseSettings):
 
 
 class SettingsError(SystemExit):
-    """Raised (and printed) when settings do not validate; exits with status 2."""
+    """Raised when settings do not validate. The CLI prints the message and exits with status 2;
+    uncaught elsewhere it still exits (status 1) with the message instead of a traceback."""
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -109,13 +110,15 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[BaseSettin
     Values stay strings here; pydantic validates them so errors read the same whether
     a value came from a flag or from the environment.
     """
-    group = parser.add_argument_group(f"settings ({cls.__name__}; each also reads env {ENV_PREFIX}<NAME>)")
+    prefix = cls.model_config.get("env_prefix", ENV_PREFIX)
+    group = parser.add_argument_group(f"settings ({cls.__name__}; each also reads env {prefix}<NAME>)")
     for name, field in cls.model_fields.items():
         if name in skip:
             continue
         flag = "--" + name.replace("_", "-")
         default = field.default
-        shown = "" if default is None or callable(default) else f" [default: {default}]"
+        undefined = default is None or callable(default) or type(default).__name__ == "PydanticUndefinedType"
+        shown = "" if undefined else f" [default: {default}]"
         help_text = (field.description or "") + shown
         if _is_bool(field.annotation):
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)

@@ -1,0 +1,146 @@
+"""The coordinator: the swarm's bootstrap peer and stage manager.
+
+It listens on the well-known DHT port so peers can join through it, and keeps the swarm's
+clock: it publishes the current (round, stage, deadline) as a signed DHT record and moves
+on when the stage deadline passes, or earlier once every live peer has published the
+stage's outputs (after `min_stage_seconds`). With chain mode on, the contract is the
+authority: the coordinator calls `updateStageAndRound` and mirrors the chain's values
+(plus the deadline, which the chain does not keep) on the DHT.
+
+A restarted coordinator continues from the chain, or from its own last DHT record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from hivemind_exp.settings import CoordinatorSettings
+
+log = logging.getLogger(__name__)
+
+STAGES = 3
+
+
+class Coordinator:
+    def __init__(self, settings: CoordinatorSettings, stop_event: threading.Event | None = None):
+        self.s = settings
+        self.stop = stop_event or threading.Event()
+        self.transport: Any = None
+        self.chain: Any = None
+        self.telemetry: Any = None
+        self.metrics: Any = None
+        self.round = 0
+        self.stage = 1
+        self.stage_started = 0.0
+        self.deadline = 0.0
+        self.rounds_done = 0
+
+    def setup(self) -> None:
+        from hivemind_exp.identity import ensure_identity, load_peer_id
+        from hivemind_exp.swarm.hivemind_transport import HivemindTransport
+        from hivemind_exp.telemetry import setup_telemetry
+
+        ensure_identity(self.s.identity_path)
+        peer_id = load_peer_id(self.s.identity_path)
+        # The coordinator trusts its own round-state records (to resume after a restart).
+        settings = self.s.model_copy(update={"coordinator_peer_id": peer_id})
+        self.telemetry = setup_telemetry("rl-swarm-coordinator", {"peer_id": peer_id},
+                                         prometheus_port=self.s.metrics_port or None)
+        self.metrics = self.telemetry.trainer_metrics()
+        if self.s.chain_mode != "off":
+            from hivemind_exp.chain.client import build_client
+
+            self.chain = build_client(self.s)
+            log.info("chain mode %s: round/stage authority is contract %s", self.s.chain_mode,
+                     self.chain.contract_address)
+        self.transport = HivemindTransport.start(settings)
+        maddrs = self.transport.visible_maddrs()
+        log.info("coordinator peer %s listening; peers join with --initial-peers %s", peer_id,
+                 maddrs[0] if maddrs else "(none)")
+        print(f"coordinator ready: {' '.join(maddrs)}", flush=True)
+        self._resume()
+
+    def _resume(self) -> None:
+        if self.chain is not None:
+            r, s0 = self.chain.round_and_stage()
+            self.round, self.stage = r, s0 + 1
+            log.info("continuing from the chain: round %d stage %d", self.round, self.stage)
+        else:
+            prev = self.transport.fetch_round_state(timeout=5)
+            if prev is not None:
+                # Resume the round after the one in flight: its peers may have moved on meanwhile.
+                self.round, self.stage = prev.round + 1, 1
+                log.info("found my earlier round state (round %d stage %d); starting round %d", prev.round, prev.stage,
+                         self.round)
+        self._begin_stage()
+
+    def _begin_stage(self) -> None:
+        self.stage_started = time.time()
+        self.deadline = self.stage_started + self.s.stage_seconds
+        self._publish()
+        log.info("round %d stage %d started; deadline in %.0f s", self.round, self.stage, self.s.stage_seconds)
+        if self.metrics:
+            self.metrics.set_round(self.round, self.stage)
+
+    def _publish(self) -> None:
+        ok = self.transport.publish_round_state(self.round, self.stage, self.deadline)
+        if not ok:
+            log.warning("round state (round %d stage %d) not confirmed by the DHT; will re-publish", self.round,
+                        self.stage)
+
+    def _everyone_published(self) -> bool:
+        peers = {p.peer_id for p in self.transport.list_peers(timeout=3)} - {self.transport.peer_id}
+        if not peers:
+            return False
+        got = self.transport.fetch_outputs(self.round, self.stage, timeout=3, peers=peers)
+        return peers <= {p for p, recs in got.items() if recs}
+
+    def _advance(self) -> None:
+        if self.chain is not None:
+            from hivemind_exp.chain.errors import ChainError
+
+            try:
+                _, (r, s0) = self.chain.update_stage_and_round()
+            except ChainError as err:
+                log.warning("updateStageAndRound failed (%s); keeping round %d stage %d and retrying", err,
+                            self.round, self.stage)
+                return
+            new_round, new_stage = r, s0 + 1
+        else:
+            new_round, new_stage = (self.round, self.stage + 1) if self.stage < STAGES else (self.round + 1, 1)
+        if new_round != self.round:
+            self.rounds_done += 1
+        self.round, self.stage = new_round, new_stage
+        self._begin_stage()
+
+    def run(self) -> int:
+        last_publish = time.monotonic()
+        while not self.stop.wait(1.0):
+            now = time.time()
+            if self.s.max_rounds is not None and self.rounds_done >= self.s.max_rounds:
+                log.info("%d round(s) done (--max-rounds); coordinator stopping", self.rounds_done)
+                return 0
+            early = (self.s.early_advance and now - self.stage_started >= self.s.min_stage_seconds
+                     and self._everyone_published())
+            if now >= self.deadline or early:
+                if early:
+                    log.info("every live peer published round %d stage %d; moving on early", self.round, self.stage)
+                self._advance()
+                last_publish = time.monotonic()
+            elif time.monotonic() - last_publish >= self.s.republish_seconds:
+                self._publish()
+                last_publish = time.monotonic()
+        return 0
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.transport is not None:
+            try:
+                self.transport.close()
+            except Exception as err:  # noqa: BLE001 - closing is best effort
+                log.debug("transport close: %s", err)
+        if self.telemetry is not None:
+            self.telemetry.shutdown()

@@ -1,0 +1,444 @@
+"""The trainer node: plays the swarm's three-stage rounds and trains on them with GRPO.
+
+Loop (one thread; a second one heartbeats):
+
+1. Read the round and stage: from the chain when chain mode is on (cached; the DHT record
+   is the fallback while the RPC is down), else from the coordinator's signed DHT record.
+   A stage whose deadline passed long ago (coordinator silent) is not trained on.
+2. Run the stage once: build the stage's prompts (stage 2/3 from the other peers' records
+   that arrived by the fetch deadline), one GRPO step with the stage's rubric, publish the
+   best completion per question and the mean reward, queue the reward for the chain.
+3. Save the checkpoint (model, optimizer, round/stage reached) atomically; keep the last K.
+4. When a round's third stage is over, score the swarm's final answers, pick winners,
+   publish and queue them.
+
+A late peer joins the current stage (prompts are built from the swarm's records, not from
+its own past); with no records to build a stage-2/3 prompt from it skips to the next
+round. A restarted node resumes from its checkpoint and does not redo or republish a
+stage it finished (the node state says which).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hivemind_exp.data import DatasetSource, Problem, open_source, round_problems
+from hivemind_exp.node_state import NodeState
+from hivemind_exp.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "node-state.json"
+
+
+@dataclass(frozen=True)
+class StageClock:
+    round: int
+    stage: int  # 1..3
+    deadline: float | None  # unix seconds, when known
+    source: str  # "chain" or "dht"
+
+
+class NodeError(RuntimeError):
+    """The node cannot start or go on; the message says why and what to change."""
+
+
+class TrainerNode:
+    def __init__(self, settings: TrainerSettings, stop_event: threading.Event | None = None):
+        self.s = settings
+        self.stop = stop_event or threading.Event()
+        self.data_dir = Path(settings.data_dir)
+        self.state_path = self.data_dir / STATE_FILE
+        self.state = NodeState()
+        self.transport: Any = None
+        self.chain: Any = None
+        self.outbox: Any = None
+        self.outbox_worker: Any = None
+        self.engine: Any = None
+        self.dataset: DatasetSource | None = None
+        self.metrics: Any = None
+        self.telemetry: Any = None
+        self.held_out: list[Problem] = []
+        self.questions_per_round = 1
+        self._last_clock: StageClock | None = None
+        self._wait_note: tuple[Any, ...] | None = None
+        self._heartbeat_thread: threading.Thread | None = None
+        self.rounds_finished = 0
+        self._drops_reported: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        from hivemind_exp.identity import ensure_identity, load_peer_id
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_identity(self.s.identity_path)
+        peer_id = load_peer_id(self.s.identity_path)
+        self.state = NodeState.load(self.state_path)
+        if self.state.peer_id and self.state.peer_id != peer_id:
+            raise NodeError(f"{self.data_dir} belongs to peer {self.state.peer_id}, but {self.s.identity_path} is peer "
+                            f"{peer_id}: use the matching --identity-path or another --data-dir")
+        self.state.peer_id = peer_id
+        from hivemind_exp.names import peer_name
+
+        log.info("node identity: peer %s (%s) from %s", peer_id, peer_name(peer_id), self.s.identity_path)
+        self._setup_telemetry(peer_id)
+        self._setup_hub()
+        self._setup_chain(peer_id)
+        self._setup_engine()
+        self._setup_dataset()
+        self._setup_transport()
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._heartbeat_thread.start()
+
+    def _setup_telemetry(self, peer_id: str) -> None:
+        from hivemind_exp.names import peer_name
+        from hivemind_exp.telemetry import setup_telemetry
+
+        self.telemetry = setup_telemetry("rl-swarm-trainer", {"peer_id": peer_id, "node_name": peer_name(peer_id)},
+                                         prometheus_port=self.s.metrics_port or None)
+        self.metrics = self.telemetry.trainer_metrics()
+        if self.telemetry.prometheus_url:
+            log.info("metrics at %s", self.telemetry.prometheus_url)
+
+    def _setup_hub(self) -> None:
+        if not self.s.push_to_hub:
+            return
+        from hivemind_exp.hub import HubError, check_write_token
+
+        try:
+            who = check_write_token(self.s.hf_token.get_secret_value(), self.s.hub_model_id)
+        except HubError as err:
+            raise NodeError(str(err)) from None
+        log.info("will push the model to https://huggingface.co/%s as %s", self.s.hub_model_id, who)
+
+    def _setup_chain(self, peer_id: str) -> None:
+        if self.s.chain_mode == "off":
+            log.info("chain mode off: round/stage from the coordinator's DHT record; no on-chain submissions")
+            return
+        from hivemind_exp.chain.client import build_client, ensure_registered
+        from hivemind_exp.chain.errors import ChainError
+        from hivemind_exp.chain.outbox import OUTBOX_FILENAME, Outbox, OutboxWorker
+
+        if self.s.chain_mode == "relay":
+            from hivemind_exp.login_client import wait_for_activation
+
+            wait_for_activation(self.s.login_url, self.s.org_id, self.s.api_key_wait_seconds)
+        self.chain = build_client(self.s)
+        deadline = time.monotonic() + 120
+        delay = 1.0
+        while True:
+            try:
+                tx = ensure_registered(self.chain, peer_id)
+                break
+            except ChainError as err:
+                if getattr(err, "error_name", None) == "PeerIdAlreadyRegistered" or time.monotonic() > deadline:
+                    raise NodeError(f"cannot register peer {peer_id} on chain: {err}") from None
+                log.warning("registering on chain failed (%s); retrying in %.0f s", err, delay)
+                if self.stop.wait(delay):
+                    raise NodeError("stopped while registering on chain") from None
+                delay = min(delay * 2, 15)
+        log.info("peer %s %s on chain %s (wallet %s)", peer_id, f"registered (tx {tx})" if tx else "already registered",
+                 self.chain.contract_address, self.chain.account_address(peer_id))
+        self.outbox = Outbox(self.data_dir / OUTBOX_FILENAME)
+        self.outbox_worker = OutboxWorker(self.outbox, self.chain, base_delay=self.s.outbox_base_delay,
+                                          max_delay=self.s.outbox_max_delay).start()
+
+    def _setup_engine(self) -> None:
+        from hivemind_exp.model_source import load_model_and_tokenizer
+        from hivemind_exp.profiles import apply_device_env, choose_profile, detect_device
+        from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
+
+        device = detect_device(self.s.device)
+        apply_device_env(device)
+        path, profile = choose_profile(self.s.model, device, self.s.config)
+        log.info("device %s, profile %s", device, path)
+        self.questions_per_round = self.s.questions_per_round or profile.questions_per_round
+        params = GRPOParams.from_mapping({**profile.grpo.model_dump(), "seed": self.s.swarm_seed},
+                                         source=str(path))
+        latest = self._latest_checkpoint()
+        if latest is not None:
+            log.info("resuming from checkpoint %s (finished round %s stage %s)", latest,
+                     *(self.state.last_done or ("?", "?")))
+            self.engine = GRPOEngine.load(latest, params=params, device=device)
+        else:
+            model, tokenizer = load_model_and_tokenizer(self.s.model, dtype=profile.dtype, device=device)
+            self.engine = GRPOEngine(model, tokenizer, params, device=device)
+
+    def _setup_dataset(self) -> None:
+        self.dataset = open_source(self.s.dataset, self.s.dataset_path, seed=self.s.swarm_seed)
+        if self.s.eval_every_rounds:
+            from hivemind_exp.evaluation import held_out_split
+
+            _, self.held_out = held_out_split(list(self.dataset.problems()), self.s.eval_problems, self.s.swarm_seed)
+
+    def _setup_transport(self) -> None:
+        from hivemind_exp.swarm.hivemind_transport import HivemindTransport
+
+        settings = self.s
+        if not settings.initial_peers and self.chain is not None:
+            boot = self.chain.bootnodes()
+            if boot:
+                log.info("bootnodes from the chain: %s", ", ".join(boot))
+                settings = settings.model_copy(update={"initial_peers": boot})
+        self.transport = HivemindTransport.start(settings)
+        log.info("joined the swarm; reachable at %s", ", ".join(self.transport.visible_maddrs()) or "(client mode)")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoints(self) -> list[Path]:
+        root = self.data_dir / CHECKPOINTS
+        if not root.is_dir():
+            return []
+        return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("r")),
+                      key=lambda p: tuple(int(x) for x in p.name[1:].split("-s")))
+
+    def _latest_checkpoint(self) -> Path | None:
+        if self.state.checkpoint:
+            path = self.data_dir / CHECKPOINTS / self.state.checkpoint
+            if path.exists():
+                return path
+        return None
+
+    def _save_checkpoint(self, round_no: int, stage: int) -> None:
+        name = f"r{round_no:06d}-s{stage}"
+        self.engine.save(self.data_dir / CHECKPOINTS / name)
+        self.state.last_done = (round_no, stage)
+        self.state.checkpoint = name
+        self.state.save(self.state_path)  # the state flips to the new checkpoint only once it is complete
+        for old in self._checkpoints()[: -self.s.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        if self.metrics:
+            self.metrics.mark_checkpoint()
+
+    # ------------------------------------------------------------------ clock
+    def read_clock(self) -> StageClock | None:
+        dht_state = None
+        try:
+            dht_state = self.transport.fetch_round_state(timeout=5)
+        except Exception as err:  # noqa: BLE001 - the transport never should, but a read must not kill the node
+            log.debug("round-state fetch failed: %s", err)
+        if self.chain is not None:
+            from hivemind_exp.chain.errors import ChainError
+
+            try:
+                r, s0 = self.chain.round_and_stage()
+                deadline = None
+                if dht_state is not None and (dht_state.round, dht_state.stage) == (r, s0 + 1):
+                    deadline = dht_state.stage_deadline_unix
+                return StageClock(r, s0 + 1, deadline, "chain")
+            except ChainError as err:
+                log.warning("chain round/stage unavailable (%s); using the DHT record", err)
+        if dht_state is None:
+            return None
+        return StageClock(dht_state.round, dht_state.stage, dht_state.stage_deadline_unix, "dht")
+
+    def _note_wait(self, key: tuple[Any, ...], msg: str, *args: Any) -> None:
+        if self._wait_note != key:
+            log.info(msg, *args)
+            self._wait_note = key
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        while not self.stop.is_set():
+            clock = self.read_clock()
+            if clock is None:
+                self._note_wait(("none",), "waiting for the coordinator's round state on the DHT")
+                self.stop.wait(self.s.poll_seconds)
+                continue
+            if self.metrics:
+                self.metrics.set_round(clock.round, clock.stage)
+            self._finish_rounds_before(clock.round)
+            if self.s.max_rounds is not None and self.rounds_finished >= self.s.max_rounds:
+                log.info("finished %d round(s) (--max-rounds); stopping", self.rounds_finished)
+                return 0
+            if self.state.done(clock.round, clock.stage):
+                self._note_wait((clock.round, clock.stage, "done"), "round %d stage %d done; waiting for the next stage",
+                                clock.round, clock.stage)
+                self.stop.wait(self.s.poll_seconds)
+                continue
+            if clock.deadline is not None and time.time() > clock.deadline + self.s.stage_stale_seconds:
+                self._note_wait((clock.round, clock.stage, "stale"),
+                                "round %d stage %d ended %.0f s ago and the coordinator has not moved on; waiting "
+                                "(not training on a stale stage)", clock.round, clock.stage, time.time() - clock.deadline)
+                self.stop.wait(self.s.poll_seconds)
+                continue
+            self.run_stage(clock.round, clock.stage)
+        return 0
+
+    def round_problems(self, round_no: int) -> list[Problem]:
+        exclude = frozenset(p.qid for p in self.held_out)
+        return round_problems(self.dataset, self.s.swarm_seed, round_no, self.questions_per_round, exclude=exclude)
+
+    def _fetch(self, round_no: int, stage: int) -> dict[str, dict[str, Any]]:
+        got = self.transport.fetch_outputs(round_no, stage, timeout=self.s.dht_fetch_timeout)
+        if self.metrics:
+            self.metrics.record_fetched(sum(len(v) for v in got.values()))
+        return got
+
+    def run_stage(self, round_no: int, stage: int) -> bool:
+        """Train and publish one stage; False when it had to be skipped."""
+        from hivemind_exp.game.rewards import reward_context, stage_rubric
+        from hivemind_exp.game.prompts import stage_prompt
+        from hivemind_exp.swarm.records import OutputRecord
+
+        problems = self.round_problems(round_no)
+        answers: dict[str, dict[str, str]] = {p.qid: {} for p in problems}
+        critiques: dict[str, dict[str, str]] = {p.qid: {} for p in problems}
+        if stage >= 2:
+            for peer, recs in self._fetch(round_no, 1).items():
+                for qid, rec in recs.items():
+                    if qid in answers:
+                        answers[qid][peer] = rec.completion
+            if not any(answers.values()):
+                log.warning("round %d stage %d: no stage-1 answers reached this node; skipping to the next round",
+                            round_no, stage)
+                self._mark_skipped(round_no)
+                return False
+        if stage == 3:
+            for peer, recs in self._fetch(round_no, 2).items():
+                for qid, rec in recs.items():
+                    if qid in critiques:
+                        critiques[qid][peer] = rec.completion
+        tokenizer = self.engine.tokenizer
+        prompts = [stage_prompt(stage, p, answers[p.qid], critiques[p.qid], tokenizer=tokenizer) for p in problems]
+        contexts = [reward_context(stage, p, answers[p.qid], critiques[p.qid]) for p in problems]
+        rubric = stage_rubric(stage)
+        peers_seen = len({peer for a in answers.values() for peer in a})
+        log.info("round %d stage %d: training on %d question(s) with %d peer answer(s) each", round_no, stage,
+                 len(problems), peers_seen)
+        t0 = time.monotonic()
+        result = self.engine.step(prompts, lambda i, comps: rubric.score(comps, contexts[i]))
+        step_seconds = time.monotonic() - t0
+        log.info("round %d stage %d: GRPO step done in %.1f s: mean reward %.3f, loss %.4f, %d completion tokens "
+                 "(%.1f tok/s)", round_no, stage, step_seconds, result.mean_reward, result.loss,
+                 result.completion_tokens, result.tokens_per_second)
+        if self.metrics:
+            self.metrics.record_step(step_seconds, stage)
+            self.metrics.record_loss(result.loss, stage)
+            self.metrics.record_reward(stage, result.mean_reward)
+            self.metrics.record_generation(result.completion_tokens, result.gen_seconds + result.train_seconds)
+
+        from hivemind_exp.game.parser import stage_parser
+        from hivemind_exp.game.answers import extract_number
+
+        parser = stage_parser(stage)
+        outputs = {}
+        for prob, comps, rewards in zip(problems, result.completions, result.rewards):
+            best = max(range(len(comps)), key=lambda k: rewards[k])
+            parsed = parser.parse(comps[best])
+            final = extract_number(parsed.get("answer")) if stage != 2 else parsed.get("identify")
+            outputs[prob.qid] = OutputRecord(completion=comps[best], final_answer=(final or None) and str(final)[:1024],
+                                             reward=float(rewards[best]), meta={"stage": stage})
+        published = self.transport.publish_outputs(round_no, stage, outputs)
+        self.transport.publish_reward(round_no, stage, float(result.mean_reward))
+        if self.metrics:
+            self.metrics.record_published(len(outputs) + 1)
+        if not published:
+            log.warning("round %d stage %d: some outputs were not confirmed stored by the DHT", round_no, stage)
+        if self.outbox is not None:
+            from hivemind_exp.chain.rewards import points_to_chain
+
+            self.outbox.enqueue_reward(round_no, stage - 1, points_to_chain(result.mean_reward), self.state.peer_id)
+            self.outbox_worker.wake()
+        self.state.total_steps += 1
+        self._save_checkpoint(round_no, stage)
+        return True
+
+    def _mark_skipped(self, round_no: int) -> None:
+        self.state.last_done = (round_no, 3)
+        self.state.winners_done.append(round_no)  # nothing to vote on for a round we sat out
+        self.state.save(self.state_path)
+
+    def _finish_rounds_before(self, current_round: int) -> None:
+        """Pick winners of the rounds whose third stage this node played and that are now over."""
+        last = self.state.last_done
+        if last is None:
+            return
+        r, s = last
+        if s == 3 and r < current_round and r not in self.state.winners_done:
+            self.pick_winners(r)
+            self.state.winners_done.append(r)
+            self.state.save(self.state_path)
+            self.rounds_finished += 1
+            self._after_round(r)
+
+    def pick_winners(self, round_no: int) -> list[str]:
+        from hivemind_exp.game.winners import pick_winners
+
+        finals = {peer: {qid: rec.completion for qid, rec in recs.items()}
+                  for peer, recs in self._fetch(round_no, 3).items()}
+        problems = self.round_problems(round_no)
+        winners, scores = pick_winners(problems, finals)
+        log.info("round %d winners: %s (scores %s)", round_no, winners,
+                 {p[:8]: round(v, 3) for p, v in scores.items()})
+        if winners:
+            self.transport.publish_winners(round_no, winners)
+            if self.outbox is not None:
+                self.outbox.enqueue_winners(round_no, winners, self.state.peer_id)
+                self.outbox_worker.wake()
+        return winners
+
+    def _after_round(self, round_no: int) -> None:
+        if self.s.eval_every_rounds and (round_no + 1) % self.s.eval_every_rounds == 0 and self.held_out:
+            from hivemind_exp.evaluation import evaluate
+
+            res = evaluate(self.engine.model, self.engine.tokenizer, self.held_out,
+                           max_new_tokens=self.engine.params.max_completion_length)
+            log.info("round %d evaluation on %d held-out problems: accuracy %.3f, format %.3f", round_no, res.n,
+                     res.accuracy, res.format_rate)
+            if self.metrics and hasattr(self.metrics, "record_eval"):
+                self.metrics.record_eval(res.accuracy, res.format_rate)
+        if self.s.push_to_hub and self.state.checkpoint:
+            from hivemind_exp.hub import push_checkpoint
+
+            try:
+                push_checkpoint(self.data_dir / CHECKPOINTS / self.state.checkpoint, self.s.hub_model_id,
+                                self.s.hf_token.get_secret_value(), f"rl-swarm round {round_no}")
+            except Exception as err:  # noqa: BLE001 - a failed push must not stop training
+                log.warning("push to the hub failed: %s", err)
+
+    # ------------------------------------------------------------------ background
+    def _heartbeat_loop(self) -> None:
+        from hivemind_exp.names import peer_name
+
+        wallet = None
+        if self.chain is not None:
+            try:
+                wallet = self.chain.account_address(self.state.peer_id)
+            except Exception:  # noqa: BLE001 - the wallet is optional information
+                wallet = None
+        name = peer_name(self.state.peer_id)
+        while not self.stop.is_set():
+            try:
+                self.transport.heartbeat(name=name, wallet=wallet)
+                if self.metrics:
+                    self.metrics.set_dht_peers(len(self.transport.list_peers(timeout=5)))
+                    drops = self.transport.drop_counts()
+                    for reason, n in drops.items():
+                        delta = n - self._drops_reported.get(reason, 0)
+                        if delta > 0:
+                            self.metrics.record_dropped(reason, delta)
+                    self._drops_reported = dict(drops)
+                    if self.outbox is not None:
+                        self.metrics.set_outbox_depth(self.outbox.counts().pending)
+            except Exception as err:  # noqa: BLE001 - heartbeats retry on the next tick
+                log.debug("heartbeat failed: %s", err)
+            self.stop.wait(self.s.heartbeat_seconds)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.outbox_worker is not None:
+            self.outbox_worker.stop(timeout=10)
+        if self.transport is not None:
+            try:
+                self.transport.close()
+            except Exception as err:  # noqa: BLE001 - closing is best effort
+                log.debug("transport close: %s", err)
+        if self.telemetry is not None:
+            self.telemetry.shutdown()

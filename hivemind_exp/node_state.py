@@ -1,0 +1,63 @@
+"""The trainer node's durable round state (what it has finished and published).
+
+Saved atomically (write to a temp file, fsync, rename) next to the checkpoints, so a
+killed node restarted with the same identity neither redoes nor republishes a stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class NodeState:
+    peer_id: str = ""
+    last_done: tuple[int, int] | None = None  # (round, stage) finished AND published
+    winners_done: list[int] = field(default_factory=list)  # rounds whose winners were picked and queued
+    checkpoint: str | None = None  # directory name of the checkpoint matching last_done
+    total_steps: int = 0
+
+    def done(self, round_no: int, stage: int) -> bool:
+        return self.last_done is not None and tuple(self.last_done) >= (round_no, stage)
+
+    @classmethod
+    def load(cls, path: Path) -> "NodeState":
+        if not path.is_file():
+            return cls()
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RuntimeError(f"Node state {path} is unreadable ({err}); move it away to start this node afresh") from None
+        last = raw.get("last_done")
+        return cls(
+            peer_id=raw.get("peer_id", ""),
+            last_done=(int(last[0]), int(last[1])) if last else None,
+            winners_done=[int(r) for r in raw.get("winners_done", [])][-50:],
+            checkpoint=raw.get("checkpoint"),
+            total_steps=int(raw.get("total_steps", 0)),
+        )
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        data["winners_done"] = self.winners_done[-50:]  # bounded: only recent rounds matter
+        atomic_write_text(path, json.dumps(data, indent=2))

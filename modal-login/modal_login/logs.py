@@ -1,0 +1,29 @@
+"""Structured event logs: one JSON object per line in the message, never a secret.
+
+Callers pass only ids, addresses, tx hashes, paths and outcomes. Free text that might
+quote a request or a key (exception messages) goes through `redact` first, which the
+`detail` field gets automatically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+log = logging.getLogger("modal_login")
+
+_HEXKEY = re.compile(r"0x[0-9a-fA-F]{64}")
+_BEARER = re.compile(r"(rlsk_)[A-Za-z0-9_\-]+")
+
+
+def redact(text: str) -> str:
+    return _BEARER.sub(r"\1<redacted>", _HEXKEY.sub("0x<redacted-64-hex>", text))
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    payload = {"event": name}
+    for k, v in fields.items():
+        payload[k] = redact(str(v)) if k == "detail" else v
+    log.log(level, json.dumps(payload, default=str, sort_keys=False))
