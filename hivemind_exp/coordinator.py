@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from hivemind_exp.settings import CoordinatorSettings
@@ -60,8 +61,32 @@ class Coordinator:
         maddrs = self.transport.visible_maddrs()
         log.info("coordinator peer %s listening; peers join with --initial-peers %s", peer_id,
                  maddrs[0] if maddrs else "(none)")
+        self._announce_on_chain(maddrs)
+        if self.s.bootnode_file:
+            import json
+
+            from hivemind_exp.node_state import atomic_write_text
+
+            atomic_write_text(Path(self.s.bootnode_file), json.dumps({"peer_id": peer_id, "maddrs": maddrs}))
         print(f"coordinator ready: {' '.join(maddrs)}", flush=True)
         self._resume()
+
+    def _announce_on_chain(self, maddrs: list[str]) -> None:
+        """List this bootnode on the contract (when allowed) so trainers can join with no --initial-peers."""
+        if self.chain is None or not maddrs or not hasattr(self.chain, "add_bootnodes"):
+            return
+        from hivemind_exp.chain.errors import ChainError
+
+        try:
+            if maddrs[0] in self.chain.bootnodes():
+                return
+            if not self.chain.has_role("BOOTNODE_MANAGER_ROLE", self.chain.address):
+                log.info("this wallet is not a bootnode manager: not listing %s on chain", maddrs[0])
+                return
+            self.chain.add_bootnodes([maddrs[0]])
+            log.info("listed %s as a bootnode on chain", maddrs[0])
+        except ChainError as err:
+            log.warning("could not list this bootnode on chain: %s", err)
 
     def _resume(self) -> None:
         if self.chain is not None:

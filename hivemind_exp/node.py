@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "node-state.json"
+MAX_WINNERS_PER_VOTE = 32  # the contract refuses longer votes (InvalidVote)
 
 
 @dataclass(frozen=True)
@@ -182,13 +183,39 @@ class TrainerNode:
         from hivemind_exp.swarm.hivemind_transport import HivemindTransport
 
         settings = self.s
+        if not settings.initial_peers and settings.bootnode_file:
+            settings = settings.model_copy(update=self._read_bootnode_file(Path(settings.bootnode_file)))
         if not settings.initial_peers and self.chain is not None:
             boot = self.chain.bootnodes()
             if boot:
                 log.info("bootnodes from the chain: %s", ", ".join(boot))
-                settings = settings.model_copy(update={"initial_peers": boot})
+                update: dict[str, Any] = {"initial_peers": boot}
+                if settings.coordinator_peer_id is None and "/p2p/" in boot[0]:
+                    # The contract lists the coordinator's bootnode first: trust its round-state records.
+                    update["coordinator_peer_id"] = boot[0].rsplit("/p2p/", 1)[1]
+                settings = settings.model_copy(update=update)
         self.transport = HivemindTransport.start(settings)
         log.info("joined the swarm; reachable at %s", ", ".join(self.transport.visible_maddrs()) or "(client mode)")
+
+    def _read_bootnode_file(self, path: Path, timeout: float = 300.0) -> dict[str, Any]:
+        import json
+
+        deadline = time.monotonic() + timeout
+        while not path.is_file():
+            if time.monotonic() > deadline or self.stop.is_set():
+                raise NodeError(f"bootnode file {path} did not appear in {timeout:.0f} s: is the coordinator running "
+                                "with --bootnode-file? Or give --initial-peers.")
+            self._note_wait(("bootnode-file",), "waiting for the coordinator's address in %s", path)
+            self.stop.wait(2.0)
+        try:
+            info = json.loads(path.read_text())
+            update: dict[str, Any] = {"initial_peers": list(info["maddrs"])}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise NodeError(f"bootnode file {path} is unreadable ({err}); delete it and restart the coordinator") from None
+        if self.s.coordinator_peer_id is None:
+            update["coordinator_peer_id"] = str(info.get("peer_id"))
+        log.info("coordinator from %s: %s", path, ", ".join(update["initial_peers"]))
+        return update
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoints(self) -> list[Path]:
@@ -256,6 +283,7 @@ class TrainerNode:
             self._finish_rounds_before(clock.round)
             if self.s.max_rounds is not None and self.rounds_finished >= self.s.max_rounds:
                 log.info("finished %d round(s) (--max-rounds); stopping", self.rounds_finished)
+                self.drain_outbox(timeout=120)
                 return 0
             if self.state.done(clock.round, clock.stage):
                 self._note_wait((clock.round, clock.stage, "done"), "round %d stage %d done; waiting for the next stage",
@@ -310,8 +338,11 @@ class TrainerNode:
         contexts = [reward_context(stage, p, answers[p.qid], critiques[p.qid]) for p in problems]
         rubric = stage_rubric(stage)
         peers_seen = len({peer for a in answers.values() for peer in a})
-        log.info("round %d stage %d: training on %d question(s) with %d peer answer(s) each", round_no, stage,
-                 len(problems), peers_seen)
+        if stage == 1:
+            log.info("round %d stage 1: training on %d question(s)", round_no, len(problems))
+        else:
+            log.info("round %d stage %d: training on %d question(s) with %d peer answer(s) each", round_no, stage,
+                     len(problems), peers_seen)
         t0 = time.monotonic()
         result = self.engine.step(prompts, lambda i, comps: rubric.score(comps, contexts[i]))
         step_seconds = time.monotonic() - t0
@@ -369,19 +400,20 @@ class TrainerNode:
             self._after_round(r)
 
     def pick_winners(self, round_no: int) -> list[str]:
+        """Score the swarm's final answers of a finished round and vote (DHT always, chain when any)."""
         from hivemind_exp.game.winners import pick_winners
 
         finals = {peer: {qid: rec.completion for qid, rec in recs.items()}
                   for peer, recs in self._fetch(round_no, 3).items()}
-        problems = self.round_problems(round_no)
-        winners, scores = pick_winners(problems, finals)
-        log.info("round %d winners: %s (scores %s)", round_no, winners,
-                 {p[:8]: round(v, 3) for p, v in scores.items()})
-        if winners:
-            self.transport.publish_winners(round_no, winners)
-            if self.outbox is not None:
-                self.outbox.enqueue_winners(round_no, winners, self.state.peer_id)
-                self.outbox_worker.wake()
+        result = pick_winners(finals, self.round_problems(round_no), tie_salt=str(round_no))
+        winners = list(result.winners)[:MAX_WINNERS_PER_VOTE]
+        log.info("round %d winners: %s (scores: %s)", round_no, winners or "none (no peer answered correctly)",
+                 ", ".join(f"{p[-6:]}={sc.score:.2f}" for p, sc in sorted(result.scores.items())))
+        # An empty vote on the DHT still tells the swarm this peer scored the round.
+        self.transport.publish_winners(round_no, winners)
+        if winners and self.outbox is not None:
+            self.outbox.enqueue_winners(round_no, winners, self.state.peer_id)
+            self.outbox_worker.wake()
         return winners
 
     def _after_round(self, round_no: int) -> None:
@@ -402,6 +434,21 @@ class TrainerNode:
                                 self.s.hf_token.get_secret_value(), f"rl-swarm round {round_no}")
             except Exception as err:  # noqa: BLE001 - a failed push must not stop training
                 log.warning("push to the hub failed: %s", err)
+
+    def drain_outbox(self, timeout: float) -> bool:
+        """Wait (bounded) until every queued chain submission is confirmed or failed."""
+        if self.outbox is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while (pending := self.outbox.counts().pending) and time.monotonic() < deadline and not self.stop.is_set():
+            self._note_wait(("drain", pending), "waiting for %d chain submission(s) to confirm", pending)
+            self.outbox_worker.wake()
+            self.stop.wait(1.0)
+        counts = self.outbox.counts()
+        if counts.pending:
+            log.warning("%d chain submission(s) still pending; they stay queued in %s and are sent on the next start",
+                        counts.pending, self.outbox.path)
+        return counts.pending == 0
 
     # ------------------------------------------------------------------ background
     def _heartbeat_loop(self) -> None:

@@ -119,6 +119,9 @@ class TrainerSettings(CommonSettings, ModelSettings, SwarmSettings, ChainSetting
     push_to_hub: bool = Field(False, description="push the model to the Hugging Face hub after each round "
                               "(needs HF_TOKEN with write access)")
     hub_model_id: str | None = Field(None, description="hub repository for --push-to-hub, e.g. user/rl-swarm-node")
+    bootnode_file: Path | None = Field(None, description="when --initial-peers is empty: read the coordinator's "
+                                       "address from this file (written by `rl-swarm coordinator --bootnode-file`, "
+                                       "e.g. on a shared Docker volume); waits up to 5 minutes for it")
     api_key_wait_seconds: float = Field(600.0, ge=0, description="relay mode: how long to wait for the login "
                                         "service to activate this node's API key before giving up")
 
@@ -137,6 +140,8 @@ class CoordinatorSettings(CommonSettings, SwarmSettings, ChainSettings):
                                      "live peer has published")
     early_advance: bool = Field(True, description="advance as soon as every live peer published the stage's outputs")
     max_rounds: int | None = Field(None, ge=1, description="stop after this many rounds (default: never)")
+    bootnode_file: Path | None = Field(None, description="write this coordinator's peer ID and multiaddrs here "
+                                       "(JSON) for trainers started with --bootnode-file")
     republish_seconds: float = Field(10.0, gt=0, le=300, description="how often the round state is re-published")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port when no OTLP endpoint is set "
                               "(0 = no endpoint)")

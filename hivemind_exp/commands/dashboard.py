@@ -1,0 +1,65 @@
+"""`rl-swarm dashboard`: serve the dashboard API (web/api) and the built UI (web/ui/dist).
+
+The app lives outside the package (in `web/`), so the repository's `web` folder is put on
+`sys.path` first; settings come from flags, env (RLSWARM_*) and `.env` like every service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+import sys
+
+from hivemind_exp.paths import repo_root
+from hivemind_exp.settings_base import add_settings_arguments, load_settings, overrides_from_args
+
+
+def _settings_class() -> type:
+    web = str(repo_root() / "web")
+    if web not in sys.path:
+        sys.path.insert(0, web)
+    try:
+        from api.settings import DashboardSettings
+    except ImportError as exc:
+        raise SystemExit(f"cannot load the dashboard app from {web}/api ({exc}); run from a full checkout "
+                         "(the web/ folder sits beside hivemind_exp/)") from None
+    return DashboardSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_arguments(parser, _settings_class())
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with a readable message before uvicorn prints a traceback for a taken port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SystemExit(f"port {port} on {host} is already in use (another dashboard?); stop it or pick "
+                                 f"another port with --port / RLSWARM_PORT") from None
+            raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}; check --host / RLSWARM_HOST") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    cls = _settings_class()
+    settings = load_settings(cls, **overrides_from_args(args, cls))
+    _check_port_free(settings.host, settings.port)
+
+    import uvicorn
+    from api.server import create_app
+
+    if not (settings.ui_dist / "index.html").is_file():
+        print(f"note: the UI is not built ({settings.ui_dist}); the API works, / explains how to build it "
+              "(cd web/ui && npm install && npm run build)", file=sys.stderr)
+    app = create_app(settings)
+    print(f"dashboard on http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.port}",
+          file=sys.stderr)
+    # log_config=None keeps the service's own logging set-up (LOG_LEVEL) for uvicorn too.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=5)
+    return 0

@@ -1,0 +1,27 @@
+"""The swarm transport: signed, schema-checked records over a Hivemind DHT.
+
+Map of the package:
+
+- ``transport``           the `SwarmTransport` protocol every node codes against, and its errors
+                          (`SwarmStartupError`, `SwarmClosedError`).
+- ``hivemind_transport``  `HivemindTransport`: the implementation over hivemind 1.1.12 (chunked
+                          small messages, deadlines, dead/stalled DHT process restart).
+- ``settings``            `SwarmSettings`: listen/announce addresses, bootnodes, identity, limits.
+- ``records``             public models (`OutputRecord`, `RoundState`, `PeerInfo`), the strict wire
+                          schemas, chunking with a sha256 manifest, and `DropCounter`.
+- ``keys``                DHT key names and ``<tag>[owner:KEY]`` signed subkeys.
+- ``validator``           the record validator running inside the DHT process (imports hivemind;
+                          loaded only when a DHT starts).
+
+Typical use::
+
+    settings = load_settings(SwarmSettings, initial_peers=[...])
+    transport = HivemindTransport.start(settings)   # SwarmStartupError explains failures
+    transport.heartbeat(name="quick-amber-otter")
+    transport.publish_outputs(round_num, stage, {qhash: OutputRecord(completion=text)})
+    outputs = transport.fetch_outputs(round_num, stage, timeout=10)
+    transport.close()
+
+Importing this package is cheap: hivemind (and torch, which it imports) load only when a
+transport starts.
+"""

@@ -1,0 +1,75 @@
+"""`SwarmTransport`: what a node needs from the swarm, independent of the DHT behind it.
+
+Rules every implementation keeps:
+
+- Fetches take a timeout and return whatever arrived by then (possibly nothing); they
+  never raise because the network is slow or a peer is gone.
+- Only records that pass every check are returned; the rest are dropped and counted
+  in `drop_counts()` (reasons such as ``bad_signature``, ``forged``, ``schema``,
+  ``oversize``, ``wrong_key``, ``untrusted``, ``chunk_mismatch``, ``incomplete``).
+- Publishes return whether every record was stored; they raise only for bad input
+  (e.g. a record over the payload cap), never for a network problem.
+- The transport holds no round state: a node can drop it and build a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from hivemind_exp.swarm.records import OutputRecord, PeerInfo, RoundState
+
+
+class SwarmStartupError(RuntimeError):
+    """The swarm could not be joined; the message names the cause and the setting to change."""
+
+
+class SwarmClosedError(RuntimeError):
+    """The transport was used after `close()`."""
+
+
+@runtime_checkable
+class SwarmTransport(Protocol):
+    @property
+    def peer_id(self) -> str:
+        """This node's base58 peer ID."""
+        ...
+
+    def publish_outputs(self, round_num: int, stage: int, outputs: Mapping[str, OutputRecord]) -> bool:
+        """Store this node's outputs of a stage, one per question hash."""
+        ...
+
+    def fetch_outputs(self, round_num: int, stage: int, timeout: float | None = None,
+                      peers: Iterable[str] | None = None) -> dict[str, dict[str, OutputRecord]]:
+        """Outputs of a stage: ``{peer_id: {question_hash: record}}`` (peers: default the listed peers + self)."""
+        ...
+
+    def publish_reward(self, round_num: int, stage: int, reward: float) -> bool: ...
+
+    def fetch_rewards(self, round_num: int, stage: int, timeout: float | None = None) -> dict[str, float]: ...
+
+    def publish_winners(self, round_num: int, winners: Sequence[str]) -> bool: ...
+
+    def fetch_winners(self, round_num: int, timeout: float | None = None) -> dict[str, list[str]]:
+        """``{voter_peer_id: [winner peer IDs]}`` for a round."""
+        ...
+
+    def publish_round_state(self, round_num: int, stage: int, stage_deadline_unix: float) -> bool:
+        """Coordinator only: readers trust this record from the configured coordinator peer ID alone."""
+        ...
+
+    def fetch_round_state(self, timeout: float | None = None) -> RoundState | None: ...
+
+    def heartbeat(self, name: str | None = None, wallet: str | None = None) -> bool:
+        """Announce this node in the peer directory (call well within the peer TTL)."""
+        ...
+
+    def list_peers(self, timeout: float | None = None) -> list[PeerInfo]: ...
+
+    def visible_maddrs(self) -> list[str]:
+        """Full multiaddrs (with /p2p/ID) other peers can use as initial_peers."""
+        ...
+
+    def drop_counts(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,113 @@
+"""Code that runs inside the DHT process: the record validator and ``run_coroutine`` helpers.
+
+Imports hivemind, so it is loaded lazily (when a transport starts).
+
+hivemind calls ``validate`` when a peer asks us to store a record and on every record
+another peer returns to our lookups; a record that fails is neither stored nor returned.
+It extends hivemind's ``RSASignatureValidator`` (owner marker in the subkey, signature
+appended to the value) with what that class leaves open:
+
+- every record must be owner-signed (hivemind lets unmarked records through);
+- the raw value is size-capped before anything parses it;
+- the value must decode to one of our strict wire schemas (hivemind's ``SchemaValidator``
+  keys schemas by fixed key names, but our keys carry round/stage/peer, and the DHT only
+  sees their hashes, so the record's kind travels in the value instead);
+- the writer named in the value must be the subkey's owner.
+
+Failures are counted by reason; the transport reads the counts with `read_counts`.
+
+`store_batch` stores many records in one call from a file the parent wrote, so the
+payload never crosses the parent-to-DHT pipe (see hivemind_transport for why).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import msgpack
+
+from hivemind.dht.crypto import RSASignatureValidator
+from hivemind.dht.protocol import DHTProtocol
+from hivemind.dht.validation import DHTRecord, RecordValidatorBase
+from hivemind.utils.crypto import RSAPrivateKey
+from hivemind.utils.serializer import MSGPackSerializer
+
+from hivemind_exp.swarm.keys import parse_subkey
+from hivemind_exp.swarm.records import RecordRejected, decode_wire
+from hivemind_exp.swarm.settings import PROTOCOL_MAX_RECORD_BYTES, SIGNATURE_OVERHEAD_BYTES
+
+log = logging.getLogger(__name__)
+
+
+class SwarmRecordValidator(RSASignatureValidator):
+    """Signature + size + schema + owner checks for every swarm record, with drop counts."""
+
+    def __init__(self, private_key: RSAPrivateKey):
+        super().__init__(private_key)
+        self.counts: Counter[str] = Counter()
+
+    def _drop(self, reason: str, detail: str) -> bool:
+        self.counts[reason] += 1
+        log.debug("DHT dropped a record (%s): %s", reason, detail)
+        return False
+
+    def validate(self, record: DHTRecord) -> bool:
+        try:
+            if len(record.value) > PROTOCOL_MAX_RECORD_BYTES:
+                return self._drop("oversize", f"{len(record.value)} bytes > {PROTOCOL_MAX_RECORD_BYTES}")
+            if record.subkey in (DHTProtocol.IS_REGULAR_VALUE, DHTProtocol.IS_DICTIONARY):
+                return self._drop("unsigned", "record has no owner subkey")
+            try:
+                owner = parse_subkey(MSGPackSerializer.loads(record.subkey)).owner_peer_id
+            except Exception as exc:  # garbage subkeys raise many msgpack / ValueError types
+                return self._drop("unsigned", f"subkey is not <tag>[owner:KEY]: {exc}")
+            if not super().validate(record):
+                return self._drop("bad_signature", "signature does not match the owner key")
+            inner = MSGPackSerializer.loads(self.strip_value(record))
+            decode_wire(inner, max_bytes=PROTOCOL_MAX_RECORD_BYTES - SIGNATURE_OVERHEAD_BYTES, owner_peer_id=owner)
+            return True
+        except RecordRejected as exc:
+            return self._drop(exc.reason, exc.detail)
+        except Exception as exc:  # never let a stranger's bytes crash the DHT process
+            return self._drop("malformed", f"{type(exc).__name__}: {exc}")
+
+    def merge_with(self, other: RecordValidatorBase) -> bool:
+        # Stay the only signature validator (RSASignatureValidator would swallow any other).
+        return isinstance(other, SwarmRecordValidator)
+
+
+async def read_counts(_dht: object, node: object) -> dict[str, int]:
+    """``DHT.run_coroutine`` target: this process's drop counts (runs inside the DHT process)."""
+    composite = node.protocol.record_validator  # type: ignore[attr-defined]
+    for validator in getattr(composite, "_validators", [composite]):
+        if isinstance(validator, SwarmRecordValidator):
+            return dict(validator.counts)
+    return {}
+
+
+async def connected_maddrs(_dht: object, node: object) -> list[str]:
+    """``DHT.run_coroutine`` target: full multiaddrs of the peers this node is connected to."""
+    out = []
+    for info in await node.p2p.list_peers():  # type: ignore[attr-defined]
+        for addr in info.addrs:
+            out.append(f"{addr}/p2p/{info.peer_id.to_base58()}")
+    return out
+
+
+async def store_batch(_dht: object, node: object, *, path: str, expiration: float) -> list[bool]:
+    """``DHT.run_coroutine`` target: store ``[[key, subkey, value], ...]`` read from ``path``.
+
+    One ``store_many`` call: one lookup per key and one request per replica for all of a
+    key's records (a chunked record's pieces share a key), instead of one per record.
+    Returns, per record, whether the DHT confirmed it.
+    """
+    with open(path, "rb") as f:
+        items = msgpack.unpackb(f.read(), raw=False)
+    if not items:
+        return []
+    keys = [item[0] for item in items]
+    subkeys = [item[1] for item in items]
+    values = [item[2] for item in items]
+    result = await node.store_many(keys, values, expiration, subkeys=subkeys)  # type: ignore[attr-defined]
+    return [bool(result.get((k, sk))) for k, sk in zip(keys, subkeys)]

@@ -1,0 +1,167 @@
+"""A whole round over real processes: coordinator + 3 trainer peers (tiny model) on loopback.
+
+The first test runs `rl-swarm up` itself (chain mode on: anvil + contract) and checks the
+records every stage left on the DHT, the winners, and that the chain's totals match what
+the trainers computed. The fault tests start the processes one by one so they can kill them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.swarm import swarm_settings
+
+pytestmark = [pytest.mark.slow]
+
+CLI = [sys.executable, "-m", "hivemind_exp.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_block(n: int) -> int:
+    """A port p such that p..p+n-1 look free."""
+    for _ in range(50):
+        base = free_port()
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+def wait_for(predicate, timeout: float, what: str, procs: list[subprocess.Popen] = (), logs: list[Path] = ()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        for p in procs:
+            if p.poll() is not None and p.returncode != 0:
+                tails = "\n".join(f"--- {lp}\n{lp.read_text()[-3000:]}" for lp in logs if lp.exists())
+                raise AssertionError(f"a process exited with {p.returncode} while waiting for {what}\n{tails}")
+        time.sleep(1.0)
+    tails = "\n".join(f"--- {lp}\n{lp.read_text()[-3000:]}" for lp in logs if lp.exists())
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
+
+
+def node_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "INFO"}
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory, tiny_model_dir) -> Path:
+    """A CPU profile sized for the tiny model: short completions so stages take seconds."""
+    path = tmp_path_factory.mktemp("profile") / "tiny.yaml"
+    path.write_text(
+        "model: tiny\ndtype: float32\nquestions_per_round: 2\n"
+        "grpo:\n  num_generations: 3\n  max_prompt_length: 1024\n  max_completion_length: 24\n"
+        "  temperature: 1.0\n  learning_rate: 1.0e-4\n  micro_batch_size: 8\n  generation_batch_size: 16\n"
+    )
+    return path
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_local_swarm_plays_a_full_round_on_chain(tmp_path, tiny_model_dir, tiny_profile):
+    """`rl-swarm up` with 3 peers: records of every stage, winners, and chain totals that match."""
+    from hivemind_exp.chain.client import ChainReader, load_deployment_address
+    from hivemind_exp.chain.rewards import points_to_chain
+    from hivemind_exp.identity import ensure_identity, load_peer_id
+    from hivemind_exp.swarm.hivemind_transport import HivemindTransport
+
+    base = free_block(4)
+    anvil_port = free_port()
+    run_dir, logs = tmp_path / "run", tmp_path / "logs"
+    argv = CLI + ["up", "--num-peers", "3", "--model", str(tiny_model_dir), "--config", str(tiny_profile),
+                  "--dataset", "generated", "--stage-seconds", "120", "--no-login", "--no-dashboard",
+                  "--metrics-base-port", "0", "--anvil-port", str(anvil_port), "--coordinator-port", str(base),
+                  "--peer-base-port", str(base + 1), "--run-dir", str(run_dir), "--logs-dir", str(logs)]
+    out = tmp_path / "up.out"
+    all_logs = [out] + [logs / f"{n}.log" for n in ("chain", "coordinator", "peer0", "peer1", "peer2")]
+    fh = out.open("wb")
+    proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=node_env(), cwd=tmp_path,
+                            start_new_session=True)
+    client = None
+    try:
+        wait_for(lambda: "local swarm is up" in out.read_text(), 300, "the local swarm", [proc], all_logs)
+        coord_id = load_peer_id(run_dir / "coordinator" / "swarm.pem")
+        peer_ids = sorted(load_peer_id(run_dir / f"peer{i}" / "swarm.pem") for i in range(3))
+        client = HivemindTransport.start(swarm_settings(
+            ensure_identity(tmp_path / "observer.pem"), [f"/ip4/127.0.0.1/tcp/{base}/p2p/{coord_id}"],
+            coordinator_peer_id=coord_id, dht_client_mode=True))
+
+        # Stage 1: every peer publishes its answers.
+        wait_for(lambda: sorted(p for p, recs in client.fetch_outputs(0, 1, timeout=5, peers=peer_ids).items()
+                                if recs) == peer_ids, 300, "stage-1 outputs of all 3 peers", [proc], all_logs)
+        # A whole round: every peer voted for winners of round 0.
+        wait_for(lambda: sorted(client.fetch_winners(0, timeout=5)) == peer_ids, 480,
+                 "round-0 winners from all 3 peers", [proc], all_logs)
+        rewards = {stage: client.fetch_rewards(0, stage, timeout=10) for stage in (1, 2, 3)}
+        for stage, got in rewards.items():
+            assert sorted(got) == peer_ids, f"stage {stage} reward record lists {sorted(got)}"
+        winners = client.fetch_winners(0, timeout=10)
+        # a random tiny model rarely answers right: a vote may be empty ("no winner"), never a stranger
+        assert all(set(w) <= set(peer_ids) for w in winners.values())
+        for i in range(3):
+            log = (logs / f"peer{i}.log").read_text()
+            # stage-2 and stage-3 prompts were built from all three peers' stage-1 answers
+            assert "round 0 stage 2: training on 2 question(s) with 3 peer answer(s)" in log, log[-3000:]
+            assert "round 0 stage 3: training on 2 question(s) with 3 peer answer(s)" in log, log[-3000:]
+
+        # The chain holds exactly what the trainers computed (queued through the outbox).
+        reader = ChainReader(f"http://127.0.0.1:{anvil_port}", load_deployment_address(run_dir / "deployment.json"))
+        voters = [p for p in peer_ids if winners.get(p)]
+        wait_for(lambda: all(reader.reward_on_chain(0, s, p) for s in (0, 1, 2) for p in peer_ids)
+                 and all(reader.winners_on_chain(0, p) for p in voters), 120, "submissions on chain",
+                 [proc], all_logs)
+        totals = dict(zip(peer_ids, reader.total_rewards(peer_ids)))
+        for p in peer_ids:
+            assert totals[p] == sum(points_to_chain(rewards[s][p]) for s in (1, 2, 3)), (p, totals[p], rewards)
+        votes = [w for ws in winners.values() for w in ws]
+        for p in peer_ids:
+            assert reader.total_wins(p) == votes.count(p)
+    finally:
+        if client is not None:
+            client.close()
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            fh.close()
+        stopped_in = time.monotonic() - t0
+        if group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert stopped_in < 20, f"Ctrl-C took {stopped_in:.1f} s"
+    pids = [int(m) for m in re.findall(r"\(pid (\d+),", out.read_text())]
+    assert len(pids) == 5
+    deadline = time.monotonic() + 10  # orphaned children are reaped by init a moment later
+    while [p for p in pids if group_alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in pids if group_alive(p)], "processes left running after Ctrl-C"
+    with socket.socket() as s:  # anvil (its own session) is gone too
+        s.bind(("127.0.0.1", anvil_port))

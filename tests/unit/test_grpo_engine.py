@@ -1,0 +1,325 @@
+"""GRPOEngine on a tiny random Llama with the real SmolLM2 tokenizer: generation, the update, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hivemind_exp.trainer.grpo import (
+    GRPOEngine,
+    GRPOParams,
+    GRPOParamsError,
+    RewardError,
+    _MicroBatch,
+    group_advantages,
+)
+from tests.fixtures.tiny_model import make_tiny_model
+
+CHAT = [
+    [{"role": "user", "content": "What is 2 + 2?"}],
+    [{"role": "user", "content": "Natalia sold clips to 48 of her friends in April, and then half as many in May."}],
+    "a plain text prompt, used as it is",
+]
+LETTER = "A"
+
+
+def _eos_prone(eos_weight: float = 14.0) -> tuple[Any, Any, int]:
+    """A tiny model whose output depends on one hidden unit: high -> EOS likely, low -> token 'A' likely.
+
+    Untied embeddings so the surgery on the LM head does not change the inputs. Returns
+    (model, tokenizer, id of 'A').
+    """
+    model, tok = make_tiny_model(seed=1, tie_word_embeddings=False)
+    letter = tok.convert_tokens_to_ids(LETTER)
+    with torch.no_grad():
+        model.model.norm.weight.zero_()
+        model.model.norm.weight[0] = 1.0
+        head = model.lm_head.weight
+        head[:, 0] = 0.0
+        head[tok.eos_token_id, 0] = eos_weight
+        head[letter, 0] = -eos_weight
+    return model, tok, letter
+
+
+def _sharpened(model: Any, factor: float = 40.0) -> Any:
+    """Spread the logits so greedy decoding has no near-ties that float rounding could flip."""
+    with torch.no_grad():
+        model.lm_head.weight.mul_(factor)
+    return model
+
+
+def _snapshot(model: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _length_reward(_: int, completions: list[str]) -> list[float]:
+    return [float(len(c)) for c in completions]
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def test_params_reject_bad_values_with_the_field_name() -> None:
+    with pytest.raises(GRPOParamsError, match="num_generations=1"):
+        GRPOParams(num_generations=1)
+    with pytest.raises(GRPOParamsError, match="top_p=1.5"):
+        GRPOParams(top_p=1.5)
+    with pytest.raises(GRPOParamsError, match="loss_type='bogus'.*dapo"):
+        GRPOParams(loss_type="bogus")
+    with pytest.raises(GRPOParamsError, match="micro_batch_size='8'.*whole number"):
+        GRPOParams(micro_batch_size="8")  # type: ignore[arg-type]
+    with pytest.raises(GRPOParamsError, match="unknown key.*num_generation\\b.*known keys"):
+        GRPOParams.from_mapping({"num_generation": 4})
+    assert GRPOParams.from_mapping({"num_generations": 6, "beta": 0.04}).num_generations == 6
+
+
+def test_group_advantages_match_trl() -> None:
+    from trl.trainer.utils import nanstd
+
+    rewards = [[1.0, 0.0, 0.5, 2.0], [3.0, 3.0, 3.0, 3.0], [0.1, 0.1, 0.1, 0.1], [-1.0, 4.0, 0.0, 0.0]]
+    r = torch.tensor(rewards, dtype=torch.float64)
+    expected = (r - r.mean(1, keepdim=True)) / (nanstd(r, dim=1).unsqueeze(1) + 1e-4)
+    got = torch.tensor(group_advantages(rewards), dtype=torch.float64)
+    assert torch.allclose(got, expected, atol=1e-9)
+    assert got[1].eq(0).all() and got[2].eq(0).all()  # equal rewards: exactly zero, no rounding residue
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def test_generate_gives_num_generations_per_prompt_within_the_limit() -> None:
+    model, tok = make_tiny_model()
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=3, max_completion_length=7, generation_batch_size=4))
+    texts = engine.generate(CHAT)
+    assert [len(g) for g in texts] == [3, 3, 3]
+    assert all(isinstance(t, str) for g in texts for t in g)
+    ids = engine.generate_token_ids(engine.encode_prompts(CHAT), num_generations=5)
+    assert [len(g) for g in ids] == [5, 5, 5]
+    for group in ids:
+        for c in group:
+            assert 1 <= len(c) <= 7
+            if tok.eos_token_id not in c:
+                assert len(c) == 7  # only EOS ends a completion early
+
+
+def test_generation_stops_at_eos_and_drops_finished_rows() -> None:
+    model, tok, _ = _eos_prone()
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=8, max_completion_length=12, generation_batch_size=24))
+    ids = engine.generate_token_ids(engine.encode_prompts(CHAT))
+    eos = tok.eos_token_id
+    flat = [c for g in ids for c in g]
+    for c in flat:
+        assert eos not in c[:-1], "nothing may follow the first EOS"
+        assert len(c) <= 12
+    stopped = [c for c in flat if c[-1] == eos]
+    assert stopped and any(len(c) < 12 for c in stopped), "some completions must end early at EOS"
+    assert len({len(c) for c in flat}) > 2, "rows finish at different steps (the batch shrinks as they do)"
+    texts = engine.generate(CHAT)
+    assert all("<|im_end|>" not in t for g in texts for t in g)  # special tokens removed from text
+
+
+def test_greedy_decoding_matches_transformers_generate() -> None:
+    """KV cache, left padding, per-row positions and row dropping give exactly HF's greedy tokens."""
+    model, tok, _ = _eos_prone()
+    _sharpened(model, 3.0)
+    engine = GRPOEngine(model, tok, GRPOParams(max_completion_length=10, generation_batch_size=8))
+    prompt_ids = engine.encode_prompts(CHAT)
+    ours = engine.generate_token_ids(prompt_ids, num_generations=2, greedy=True)
+    model.eval()
+    for p, group in zip(prompt_ids, ours):
+        with torch.inference_mode():
+            ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                 do_sample=False, max_new_tokens=10, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+        if tok.eos_token_id in ref:
+            ref = ref[: ref.index(tok.eos_token_id) + 1]
+        assert group[0] == ref and group[1] == ref
+
+
+def test_sampling_is_reproducible_from_the_seed() -> None:
+    model, tok = make_tiny_model()
+    a = GRPOEngine(model, tok, GRPOParams(max_completion_length=5, seed=7)).generate(CHAT[:2])
+    b = GRPOEngine(model, tok, GRPOParams(max_completion_length=5, seed=7)).generate(CHAT[:2])
+    c = GRPOEngine(model, tok, GRPOParams(max_completion_length=5, seed=8)).generate(CHAT[:2])
+    assert a == b and a != c
+
+
+# ---------------------------------------------------------------------------- the update
+
+
+def test_shared_prompt_logprobs_and_gradients_match_a_plain_forward() -> None:
+    """Prompt run once per group + LM head on completion tokens only == TRL-style full forward."""
+    from trl.trainer.utils import selective_log_softmax
+
+    model, tok = make_tiny_model()
+    _sharpened(model, 5.0)
+    params = GRPOParams(temperature=0.7)
+    engine = GRPOEngine(model, tok, params)
+    prompts = engine.encode_prompts(CHAT[:2])
+    gen = torch.Generator().manual_seed(3)
+    completions = [torch.randint(10, 1000, (n,), generator=gen).tolist() for n in (5, 1, 9, 3)]
+    owner = [0, 0, 1, 1]
+    weights = torch.rand(sum(len(c) for c in completions), generator=gen)
+
+    logp, seq = engine.completion_logprobs(model, prompts, completions, owner)
+    (logp * weights).sum().backward()
+    ours_grad = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    ref_parts = []
+    for c, o in zip(completions, owner):
+        ids = torch.tensor([prompts[o] + c])
+        logits = model(input_ids=ids).logits[:, len(prompts[o]) - 1:-1] / params.temperature
+        ref_parts.append(selective_log_softmax(logits, torch.tensor([c]))[0])
+    ref = torch.cat(ref_parts)
+    (ref * weights).sum().backward()
+
+    assert seq.tolist() == [i for i, c in enumerate(completions) for _ in c]
+    assert torch.allclose(logp.detach(), ref.detach(), atol=1e-4, rtol=1e-4)
+    for name, p in model.named_parameters():
+        assert torch.allclose(ours_grad[name], p.grad, atol=1e-5, rtol=1e-3), name
+
+    # gradient checkpointing runs each row as prompt+completion; same numbers
+    model.zero_grad(set_to_none=True)
+    ckpt = GRPOEngine(model, tok, GRPOParams(temperature=0.7, gradient_checkpointing=True))
+    logp2, _ = ckpt.completion_logprobs(model, prompts, completions, owner)
+    assert torch.allclose(logp2.detach(), ref.detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_step_changes_the_weights_and_reports_a_finite_loss() -> None:
+    model, tok, _ = _eos_prone()
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=4, max_completion_length=8, micro_batch_size=3,
+                                               learning_rate=1e-3))
+    before = _snapshot(model)
+    result = engine.step(CHAT, _length_reward)
+    after = model.state_dict()
+    assert math.isfinite(result.loss) and math.isfinite(result.grad_norm) and result.grad_norm > 0
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert [len(g) for g in result.completions] == [4, 4, 4] == [len(r) for r in result.rewards]
+    assert result.completion_tokens == sum(len(c) for g in result.completion_ids for c in g)
+    assert result.mean_reward == pytest.approx(sum(map(sum, result.rewards)) / 12)
+    assert result.gen_seconds > 0 and result.train_seconds > 0 and result.tokens_per_second > 0
+    assert engine.steps_done == 1
+
+
+def test_equal_rewards_give_zero_advantage_and_leave_the_weights_alone() -> None:
+    model, tok, _ = _eos_prone()
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=4, max_completion_length=6, learning_rate=1e-2))
+    before = _snapshot(model)
+    result = engine.step(CHAT, lambda i, comps: [1.5] * len(comps))
+    assert result.loss == 0.0 and result.skipped_groups == 3 and result.grad_norm == 0.0
+    for k, v in model.state_dict().items():
+        assert torch.equal(before[k], v), k
+
+    # Running such a group through the model anyway: the policy-gradient term is exactly zero.
+    prompts = engine.encode_prompts(CHAT[:1])
+    mb = _MicroBatch(prompts=prompts, completions=[[11, 12, 13], [14, 15]], owner=[0, 0],
+                     advantages=[0.0, 0.0], token_weights=[0.2, 0.2])
+    model.zero_grad(set_to_none=True)
+    loss = engine._micro_batch_loss(mb)
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in model.parameters())
+
+
+def test_reward_function_errors_name_the_problem() -> None:
+    model, tok = make_tiny_model()
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=2, max_completion_length=3))
+    with pytest.raises(RewardError, match="returned 1 rewards for 2 completions"):
+        engine.step(CHAT[:1], lambda i, comps: [1.0])
+    with pytest.raises(RewardError, match="non-finite"):
+        engine.step(CHAT[:1], lambda i, comps: [float("nan"), 1.0])
+
+
+def test_reward_preferring_a_token_raises_its_probability() -> None:
+    """A real learning signal: rewarding the letter 'A' raises p('A'); penalising it lowers p('A')."""
+
+    def train(sign: float) -> tuple[float, float]:
+        model, tok, letter = _eos_prone()
+        engine = GRPOEngine(model, tok, GRPOParams(num_generations=8, max_completion_length=6, learning_rate=2e-3,
+                                                   micro_batch_size=16, seed=5))
+        prompts = engine.encode_prompts(CHAT)
+
+        def p_letter() -> float:  # mean over prompts of p('A') as the first answer token
+            with torch.no_grad():
+                probs = [torch.softmax(model(input_ids=torch.tensor([p])).logits[0, -1], -1)[letter].item()
+                         for p in prompts]
+            return sum(probs) / len(probs)
+
+        def reward(_: int, completions: list[str]) -> list[float]:
+            return [sign * c.count(LETTER) / 6 for c in completions]
+
+        start = p_letter()
+        for _ in range(2):
+            engine.step(CHAT, reward)
+        return start, p_letter()
+
+    start, end = train(+1.0)
+    assert end > start + 0.2, (start, end)
+    start, end = train(-1.0)
+    assert end < start - 0.2, (start, end)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _equal_optimizer_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a["param_groups"] != b["param_groups"] or a["state"].keys() != b["state"].keys():
+        return False
+    for k in a["state"]:
+        sa, sb = a["state"][k], b["state"][k]
+        if sa.keys() != sb.keys():
+            return False
+        for name in sa:
+            va, vb = sa[name], sb[name]
+            if isinstance(va, torch.Tensor):
+                if not torch.equal(va, vb):
+                    return False
+            elif va != vb:
+                return False
+    return True
+
+
+def test_save_and_load_round_trip_model_optimizer_and_sampler(tmp_path: Path) -> None:
+    model, tok, _ = _eos_prone()
+    params = GRPOParams(num_generations=3, max_completion_length=5, learning_rate=1e-3, seed=11)
+    engine = GRPOEngine(model, tok, params)
+    engine.step(CHAT[:2], _length_reward)
+    target = tmp_path / "ckpt"
+    engine.save(target)
+    engine.save(target)  # overwriting an existing checkpoint works too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"], "no temporary or old copies left behind"
+
+    loaded = GRPOEngine.load(target)
+    assert loaded.params == params and loaded.steps_done == 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.model.state_dict()[k]), k
+    assert _equal_optimizer_state(engine.optimizer.state_dict(), loaded.optimizer.state_dict())
+    assert torch.equal(engine.generator.get_state(), loaded.generator.get_state())
+
+    # restore() into an engine built around another model: same state, and the next step is identical
+    other, tok2, _ = _eos_prone()
+    with torch.no_grad():
+        other.lm_head.weight.add_(1.0)
+    restored = GRPOEngine(other, tok2, params)
+    restored.restore(target)
+    a = engine.step(CHAT[:2], _length_reward)
+    b = restored.step(CHAT[:2], _length_reward)
+    c = loaded.step(CHAT[:2], _length_reward)
+    assert a.completion_ids == b.completion_ids == c.completion_ids
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, other.state_dict()[k]) and torch.equal(v, loaded.model.state_dict()[k]), k
+
+    state = engine.state_dict()
+    fresh = GRPOEngine(_eos_prone()[0], tok, params)
+    fresh.load_state_dict(state)
+    assert _equal_optimizer_state(fresh.optimizer.state_dict(), engine.optimizer.state_dict())
+
+
+def test_load_reports_a_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="No GRPO checkpoint"):
+        GRPOEngine.load(tmp_path / "nothing-here")

@@ -1,0 +1,160 @@
+"""`DashboardSettings`: every knob of the dashboard service (env prefix RLSWARM_, flags via
+`rl-swarm dashboard --help`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from hivemind_exp.settings_base import ServiceSettings
+
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_URL_RE = re.compile(r"^https?://[^\s/]+")
+
+
+def _default_ui_dist() -> Path:
+    return Path(__file__).resolve().parent.parent / "ui" / "dist"
+
+
+class DashboardSettings(ServiceSettings):
+    """The dashboard API on port 8080: where it reads the swarm and the chain, how often, what it serves."""
+
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 inside Docker Compose)")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port of the dashboard (API + UI)")
+
+    # --- swarm (Hivemind DHT, joined as a client: nothing listens)
+    initial_peers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="multiaddrs of DHT peers to join, e.g. /ip4/127.0.0.1/tcp/38331/p2p/Qm... "
+        "(comma-separated or a JSON list from env); empty = read the bootnodes from the chain")
+    coordinator_peer_id: str | None = Field(
+        None, description="peer ID of the coordinator, the only peer whose round/stage record is trusted "
+        "(default: the peer ID in the first initial peer's multiaddr, since the coordinator is the bootstrap peer)")
+    dht_namespace: str = Field("rl_swarm", description="prefix of every DHT key; must match the swarm's")
+    dht_identity_file: Path | None = Field(
+        None, description="key file of the dashboard's own DHT client identity (default: a throwaway key in a "
+        "temporary folder; never the trainer's swarm.pem, which would clash with the trainer)")
+    dht_poll_interval: float = Field(2.0, gt=0, le=300, description="seconds between two reads of the DHT")
+    dht_timeout: float = Field(10.0, gt=0, le=300, description="seconds one DHT poll may take before it counts "
+                               "as failed")
+    dht_stale_after: float = Field(60.0, gt=0, le=86400, description="/api/healthz answers 503 when the DHT has not "
+                                   "been read successfully for this many seconds")
+
+    # --- chain (optional: without a contract the dashboard shows the DHT only)
+    chain: Literal["auto", "on", "off"] = Field(
+        "auto", description="read the SwarmCoordinator contract: on, off, or auto (on when --contract-address is "
+        "given or --deployment-file exists)")
+    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain")
+    contract_address: str | None = Field(None, description="SwarmCoordinator (proxy) address; default: from "
+                                         "--deployment-file")
+    deployment_file: Path = Field(Path(".rlswarm/deployment.json"),
+                                  description="deployment JSON written by `rl-swarm chain`")
+    rpc_timeout: float = Field(10.0, gt=0, le=300, description="seconds before one RPC request gives up")
+    chain_poll_interval: float = Field(5.0, gt=0, le=3600, description="seconds between two reads of the chain")
+    chain_stale_after: float = Field(120.0, gt=0, le=86400, description="/api/healthz answers 503 when a configured "
+                                     "chain has not been read successfully for this many seconds")
+
+    # --- the local trainer ("your node" card)
+    local_peer_id: str | None = Field(None, description="peer ID of the trainer on this machine (default: read "
+                                      "from --identity-file when it exists)")
+    identity_file: Path = Field(Path("swarm.pem"), description="the local trainer's libp2p key file (swarm.pem)")
+    data_dir: Path = Field(Path(".rlswarm"), description="the local trainer's data directory (its "
+                           "chain-outbox.sqlite gives the pending submissions)")
+    login_origin: str = Field("http://127.0.0.1:3000", description="URL of the login service, linked from the UI")
+
+    # --- bounds (memory, request size)
+    history_rounds: int = Field(50, ge=1, le=10000, description="rounds of per-peer reward history kept in memory")
+    max_peers: int = Field(2000, ge=1, le=100000, description="most peers tracked (least recently seen dropped)")
+    gossip_size: int = Field(100, ge=1, le=5000, description="most recent answers/critiques kept for /api/gossip")
+    id_to_name_max_ids: int = Field(1000, ge=1, le=100000, description="most peer IDs one POST /api/id-to-name "
+                                    "may ask about")
+    id_to_name_max_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024, description="largest body (bytes) "
+                                      "POST /api/id-to-name accepts")
+    ui_dist: Path = Field(default_factory=_default_ui_dist, description="the built UI (npm run build in web/ui) "
+                          "served at /")
+
+    @field_validator("initial_peers", mode="before")
+    @classmethod
+    def _split_peers(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("initial_peers looks like JSON but does not parse; give a JSON list of "
+                                     "strings or comma-separated multiaddrs") from None
+            return [s.strip() for s in text.split(",") if s.strip()]
+        return v
+
+    @field_validator("initial_peers")
+    @classmethod
+    def _multiaddrs(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if not addr.startswith("/"):
+                raise ValueError(f"initial peer {addr!r} is not a multiaddr; expected e.g. "
+                                 "/ip4/127.0.0.1/tcp/38331/p2p/Qm...")
+        return v
+
+    @field_validator("contract_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "":
+            return None
+        if not _ADDRESS_RE.match(v.strip()):
+            raise ValueError("contract_address must be 0x followed by 40 hex digits (an EVM address)")
+        return v.strip()
+
+    @field_validator("rpc_url", "login_origin")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if not _URL_RE.match(v):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8545")
+        return v
+
+    @field_validator("local_peer_id", "coordinator_peer_id")
+    @classmethod
+    def _peer(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "":
+            return None
+        v = v.strip()
+        if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{20,128}", v):
+            raise ValueError("must be a base58 libp2p peer ID such as QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N")
+        return v
+
+    @field_validator("dht_namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError("dht_namespace must be 1-64 letters, digits, '_', '.' or '-' (the swarm's namespace)")
+        return v
+
+    def trusted_coordinator(self, initial_peers: list[str]) -> str | None:
+        """The coordinator peer ID: the setting, else the /p2p/ part of the first initial peer."""
+        if self.coordinator_peer_id:
+            return self.coordinator_peer_id
+        for addr in initial_peers[:1]:
+            m = re.search(r"/p2p/([1-9A-HJ-NP-Za-km-z]+)", addr)
+            if m:
+                return m.group(1)
+        return None
+
+    @model_validator(mode="after")
+    def _chain_on_needs_address(self) -> "DashboardSettings":
+        if self.chain == "on" and self.contract_address is None and not self.deployment_file.exists():
+            raise ValueError(f"chain=on needs --contract-address or an existing --deployment-file "
+                             f"(no file at {self.deployment_file}); start the chain with `rl-swarm chain` or use "
+                             "chain=auto")
+        return self
+
+    def chain_configured(self) -> bool:
+        """Is there a contract to read right now? (auto: the deployment file may appear later.)"""
+        if self.chain == "off":
+            return False
+        return self.contract_address is not None or self.deployment_file.exists()
