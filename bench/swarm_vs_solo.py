@@ -508,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.work_dir is None and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            say(f"work dir kept: {work}")
+            # stderr: stdout's last line stays the JSON report.
+            print(f"[swarm-vs-solo] work dir kept: {work}", file=sys.stderr, flush=True)
 
 
 def _run(args: argparse.Namespace, device: str, work: Path, started: float, load_start: tuple[float, ...]) -> int:

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from hivemind_exp.data import Problem
@@ -86,7 +86,7 @@ class EvalRecord:
     correct: bool
     format_ok: bool
     format_score: float
-    completion_tokens: int
+    completion_tokens: int  # generated tokens, the end-of-sequence token included
     truncated: bool  # hit max_new_tokens before the end-of-sequence token
 
 
@@ -104,8 +104,7 @@ class EvalResult:
     records: tuple[EvalRecord, ...] = field(default=(), repr=False)
 
     def to_dict(self, include_records: bool = False) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("records")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "records"}
         if include_records:
             out["records"] = [asdict(r) for r in self.records]
         return out

@@ -285,15 +285,15 @@ class TrainerNode:
                 log.info("finished %d round(s) (--max-rounds); stopping", self.rounds_finished)
                 self.drain_outbox(timeout=120)
                 return 0
-            if self.state.done(clock.round, clock.stage):
-                self._note_wait((clock.round, clock.stage, "done"), "round %d stage %d done; waiting for the next stage",
-                                clock.round, clock.stage)
-                self.stop.wait(self.s.poll_seconds)
-                continue
             if clock.deadline is not None and time.time() > clock.deadline + self.s.stage_stale_seconds:
                 self._note_wait((clock.round, clock.stage, "stale"),
                                 "round %d stage %d ended %.0f s ago and the coordinator has not moved on; waiting "
                                 "(not training on a stale stage)", clock.round, clock.stage, time.time() - clock.deadline)
+                self.stop.wait(self.s.poll_seconds)
+                continue
+            if self.state.done(clock.round, clock.stage):
+                self._note_wait((clock.round, clock.stage, "done"), "round %d stage %d done; waiting for the next stage",
+                                clock.round, clock.stage)
                 self.stop.wait(self.s.poll_seconds)
                 continue
             self.run_stage(clock.round, clock.stage)

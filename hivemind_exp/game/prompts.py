@@ -72,6 +72,19 @@ STAGE3_SYSTEM = (
 
 SYSTEM_PROMPTS: Mapping[int, str] = {1: STAGE1_SYSTEM, 2: STAGE2_SYSTEM, 3: STAGE3_SYSTEM}
 
+# A fill-in skeleton at the very end of the user turn. Measured on SmolLM2-135M-Instruct
+# (2 GSM8K questions x 6 samples, T=0.7): the system prompt alone gave 0/12 replies with
+# any of our tags, a one-line "Reply with <think> and <answer>" reminder 1/12, this
+# skeleton 2-3/12: enough for GRPO's format reward to reinforce from the first step.
+REPLY_FORMATS: Mapping[int, str] = {
+    1: "Reply in this format:\n<think>\nyour reasoning\n</think>\n<answer>\nthe final number\n</answer>",
+    2: "Reply in this format:\n<compare>\nyour comparison\n</compare>\n<identify>\nname or None\n</identify>",
+    3: (
+        "Reply in this format:\n<summarize_feedback>\nthe votes in one sentence\n</summarize_feedback>\n"
+        "<majority>\nname or None\n</majority>\n<think>\nyour reasoning\n</think>\n<answer>\nthe final number\n</answer>"
+    ),
+}
+
 
 @dataclass(frozen=True)
 class PromptLimits:
@@ -122,8 +135,10 @@ class PromptLimits:
 DEFAULT_LIMITS = PromptLimits()
 
 # Tag-like snippets (ours or anyone's) are removed from shown text; they would teach the
-# model to copy them and let a peer fake a format inside another peer's prompt.
-_TAGLIKE = re.compile(r"</?\s*[A-Za-z_][\w\s=\"'-]{0,60}>")
+# model to copy them and let a peer fake a format inside another peer's prompt. Chat
+# special tokens ("<|im_end|>") go too: the tokenizer would turn them into real turn
+# boundaries, letting a peer write a fake system turn into our prompt.
+_TAGLIKE = re.compile(r"</?\s*[A-Za-z_][\w\s=\"'-]{0,60}>|<\|[^<>|\n]{0,60}\|>")
 _FOLD = str.maketrans(
     {
         "\u00d7": "*", "\u00f7": "/", "\u2212": "-", "\u2013": "-", "\u2014": "-", "\u2018": "'",
@@ -137,7 +152,7 @@ def clean_text(text: str | None) -> str:
     """Shown form of untrusted text: no tags, ASCII only (byte-level tokens stay <= chars), one line."""
     if not text:
         return ""
-    text = unicodedata.normalize("NFKC", text).translate(_FOLD)
+    text = unicodedata.normalize("NFKD", text).translate(_FOLD)  # NFKD: "é" -> "e" + accent, dropped below
     text = _TAGLIKE.sub(" ", text)
     text = text.encode("ascii", "ignore").decode("ascii")
     return " ".join(text.split())
@@ -269,7 +284,7 @@ def _answer_lines(view: SwarmView, work_total: int, limits: PromptLimits) -> lis
             work = a.parsed.text  # untagged answer: show the text itself
         shown_final = clip(clean_text(final), limits.final_chars) or "none given"
         shown_work = clip_middle(clean_text(work), work_chars) or "no work shown"
-        lines.append(f"{a.name}: {shown_work} Final answer: {shown_final}")
+        lines.append(f"{a.name}: {shown_work} (final answer: {shown_final})")
     return lines
 
 
@@ -295,17 +310,17 @@ def render_prompt(stage: int, view: SwarmView, limits: PromptLimits = DEFAULT_LI
     """The chat messages of `stage` for an already built view."""
     question = _question(view.problem, limits)
     if stage == 1:
-        user = question
+        user = f"{question}\n\n{REPLY_FORMATS[1]}"
     elif stage == 2:
         user = "\n".join(
             [f"Problem: {question}", "", "Answers:", *_answer_lines(view, limits.work_chars_total, limits), "",
-             "Reply with <compare> and <identify>."]
+             REPLY_FORMATS[2]]
         )
     elif stage == 3:
         user = "\n".join(
             [f"Problem: {question}", "", "Answers:", *_answer_lines(view, limits.work_chars_total_decide, limits), "",
              "Votes:", *_vote_lines(view, limits), "",
-             "Reply with <summarize_feedback>, <majority>, <think> and <answer>."]
+             REPLY_FORMATS[3]]
         )
     else:
         raise ValueError(f"stage must be 1 (answer), 2 (critique) or 3 (decide), got {stage!r}")

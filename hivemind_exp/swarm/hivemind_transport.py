@@ -76,7 +76,7 @@ _READ_MAX = PROTOCOL_MAX_RECORD_BYTES - SIGNATURE_OVERHEAD_BYTES
 
 @dataclass
 class _Call:
-    method: str  # "get" | "store" | "run_coroutine"
+    method: str  # a DHT method: "get" or "run_coroutine"
     kwargs: dict[str, Any]
     size: int
 
@@ -133,6 +133,7 @@ class HivemindTransport:
         self._ns = settings.dht_namespace
         self._dht: Any = None  # hivemind.DHT (imported lazily)
         self._p2pd: list[Any] = []  # psutil.Process of the DHT's p2p daemon(s)
+        self._p2pd_sockets: list[str] = []
         self._generation = 0
         self._lifecycle = threading.RLock()
         self._send_lock = threading.Lock()
@@ -150,6 +151,8 @@ class HivemindTransport:
         self._known_maddrs: list[str] = []
         self._hb_name: str | None = None
         self._hb_wallet: str | None = None
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -164,6 +167,9 @@ class HivemindTransport:
         except IdentityError as exc:
             raise SwarmStartupError(f"{exc} (setting identity_path, flag --identity-path)") from None
         self = cls(settings, identity)
+        log.info("starting the swarm DHT as peer %s (listen %s; %s)", identity.peer_id, ", ".join(settings.host_maddrs),
+                 f"joining via {len(settings.initial_peers)} bootnode(s)" if settings.initial_peers
+                 else "no bootnodes: starting a new swarm")
         attempts = [(list(settings.host_maddrs), list(settings.initial_peers), settings.dht_check_identity_free)]
         self._dht = self._start_with_retries(attempts, settings.dht_startup_retries)
         self._after_start()
@@ -208,6 +214,11 @@ class HivemindTransport:
             check_if_identity_free=check_identity,
             wait_timeout=s.dht_rpc_timeout,
             client_mode=s.dht_client_mode,
+            # hivemind skips a peer that missed one reply for 5 s, doubling on every further miss
+            # without limit: after a busy minute a small swarm stops asking its only peers for
+            # minutes. A short, constant ban still spares dead peers and recovers at once.
+            blacklist_time=min(2.0, s.dht_rpc_timeout),
+            backoff_rate=1.0,
         )
         if s.announce_maddrs:
             kwargs["announce_maddrs"] = list(s.announce_maddrs)
@@ -220,12 +231,14 @@ class HivemindTransport:
             # The identity check starts a second, short-lived daemon first: allow for both.
             dht.wait_until_ready(timeout=2 * s.dht_startup_timeout + 5)
         except BaseException:
-            self._stop_dht(dht, self._daemons_of(dht))
+            daemons = self._daemons_of(dht)
+            self._stop_dht(dht, daemons, self._sockets_of(daemons))
             raise
         return dht
 
     def _after_start(self) -> None:
         self._p2pd = self._daemons_of(self._dht)
+        self._p2pd_sockets = self._sockets_of(self._p2pd)
         try:
             maddrs = [str(m) for m in self._dht.get_visible_maddrs()]
         except Exception as exc:
@@ -261,12 +274,35 @@ class HivemindTransport:
             return []
 
     @staticmethod
-    def _stop_dht(dht: Any, daemons: list[Any]) -> None:
+    def _sockets_of(daemons: list[Any]) -> list[str]:
+        """The unix sockets a DHT process and its daemon talk over (to remove after a kill)."""
+        import psutil
+
+        out = []
+        for proc in daemons:
+            try:
+                args = proc.cmdline()
+            except psutil.Error:
+                continue
+            for arg in args:
+                if arg.startswith("-listen=/unix/tmp/hivemind-p2pd-") and arg.endswith(".sock"):
+                    path = arg[len("-listen=/unix"):]
+                    # hivemind names the client's socket after the daemon's.
+                    out += [path, path.replace("/hivemind-p2pd-", "/hivemind-p2pclient-")]
+        return out
+
+    @staticmethod
+    def _stop_dht(dht: Any, daemons: list[Any], sockets: Sequence[str] = (), graceful: bool = False) -> None:
+        """Stop a DHT process and its daemon(s).
+
+        ``graceful`` asks the child to shut down over the pipe; only safe when no request is
+        pending (a stuck child with a full pipe would block that write forever, fact 2).
+        """
         import psutil
 
         if dht is not None:
             try:
-                if dht.is_alive():
+                if graceful and dht.is_alive():
                     try:
                         dht.shutdown()
                     except (OSError, EOFError, ValueError):
@@ -289,14 +325,25 @@ class HivemindTransport:
                 proc.kill()
             except psutil.Error:
                 pass
+        # A killed DHT process leaves its unix sockets in /tmp (a graceful stop removes them itself).
+        for path in sockets:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def close(self) -> None:
-        """Leave the swarm: stop the DHT process and its daemon. Safe to call twice."""
+        """Leave the swarm: stop the heartbeat thread, the DHT process and its daemon. Safe to call twice."""
+        self._hb_stop.set()
+        if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
+            self._hb_thread.join(timeout=self._s.dht_publish_timeout + 5)
         with self._lifecycle:
             if self._closed:
                 return
             self._closed = True
-            self._stop_dht(self._dht, self._p2pd)
+            with self._cv:
+                idle = self._inflight.count == 0
+            self._stop_dht(self._dht, self._p2pd, self._p2pd_sockets, graceful=idle)
             self._dht = None
             with self._cv:
                 self._pending.clear()
@@ -313,6 +360,15 @@ class HivemindTransport:
     @property
     def peer_id(self) -> str:
         return self._identity.peer_id
+
+    @property
+    def settings(self) -> SwarmSettings:
+        return self._s
+
+    @property
+    def identity(self) -> NodeIdentity:
+        """The node's identity (peer ID, public key for owner markers, key file path)."""
+        return self._identity
 
     @property
     def restart_count(self) -> int:
@@ -368,7 +424,7 @@ class HivemindTransport:
         log.warning("swarm DHT process %s; starting a new one with the same identity", reason)
         self._child_counts_base.update(self._child_counts_last)
         self._child_counts_last = {}
-        self._stop_dht(self._dht, self._p2pd)
+        self._stop_dht(self._dht, self._p2pd, self._p2pd_sockets)
         self._dht = None
         self._generation += 1
         with self._cv:
@@ -554,8 +610,10 @@ class HivemindTransport:
                 paths.append(path)
                 with open(fd, "wb") as f:
                     f.write(msgpack.packb([list(item) for item in group], use_bin_type=True))
+                # Weighted as half the budget: at most two batches at once, so the DHT process (one
+                # event loop) keeps time to answer its peers while it stores.
                 calls.append(_Call("run_coroutine", dict(coro=partial(store_batch, path=path, expiration=expiration)),
-                                   _MESSAGE_OVERHEAD + len(path)))
+                                   _INFLIGHT_BUDGET // 2))
             results = self._run(calls, deadline)
         finally:
             for path in paths:
@@ -572,8 +630,8 @@ class HivemindTransport:
         return statuses
 
     @staticmethod
-    def _get_call(key: str) -> _Call:
-        return _Call("get", dict(key=key, latest=True), len(key) + _MESSAGE_OVERHEAD)
+    def _get_call(key: str, latest: bool = True) -> _Call:
+        return _Call("get", dict(key=key, latest=latest), len(key) + _MESSAGE_OVERHEAD)
 
     def _read_entries(self, key_list: list[str], deadline: float) -> list[_Entry]:
         """Every checked record under the given dictionary keys; big ones reassembled from chunks."""
@@ -620,7 +678,10 @@ class HivemindTransport:
         missing = list(blob_keys)
         pause = _BLOB_RETRY_PAUSE
         for attempt in range(_BLOB_ATTEMPTS):
-            for key, found in zip(missing, self._run([self._get_call(k) for k in missing], deadline)):
+            # Blobs never change (the key holds their hash), so any copy will do: the first try takes
+            # the nearest one (often our own replica, no network); retries search every peer.
+            calls = [self._get_call(k, latest=attempt > 0) for k in missing]
+            for key, found in zip(missing, self._run(calls, deadline)):
                 for tag, owner, wire in self._checked_items(key, found):
                     if not isinstance(wire, ChunkWire) or tag != str(wire.index) or owner != blob_keys[key].owner:
                         self._drops.drop("wrong_key", f"{wire.kind} record under chunk subkey {tag!r}", key)
@@ -757,6 +818,32 @@ class HivemindTransport:
                                self._s.dht_publish_timeout)
         self._refresh_known_maddrs()
         return ok
+
+    def start_heartbeats(self, interval: float | None = None, name: str | None = None,
+                         wallet: str | None = None) -> None:
+        """Heartbeat now and then every ``interval`` seconds (default: a third of dht_peer_ttl) until close().
+
+        A background thread, so the node stays listed through training steps that take minutes.
+        """
+        every = interval if interval is not None else self._s.dht_peer_ttl / 3
+        if every <= 0:
+            raise ValueError("heartbeat interval must be positive")
+        if self._hb_thread is not None:
+            return
+        self.heartbeat(name=name, wallet=wallet)
+
+        def beat() -> None:
+            while not self._hb_stop.wait(every):
+                try:
+                    if not self.heartbeat():
+                        log.info("swarm heartbeat not confirmed; will retry in %.0fs", every)
+                except SwarmClosedError:
+                    return
+                except Exception:  # keep beating: a node must not vanish from the directory over one error
+                    log.exception("swarm heartbeat failed")
+
+        self._hb_thread = threading.Thread(target=beat, name="swarm-heartbeat", daemon=True)
+        self._hb_thread.start()
 
     def list_peers(self, timeout: float | None = None) -> list[PeerInfo]:
         return self._list_peers_until(self._deadline(timeout, self._s.dht_fetch_timeout))

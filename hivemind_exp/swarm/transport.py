@@ -64,6 +64,11 @@ class SwarmTransport(Protocol):
         """Announce this node in the peer directory (call well within the peer TTL)."""
         ...
 
+    def start_heartbeats(self, interval: float | None = None, name: str | None = None,
+                         wallet: str | None = None) -> None:
+        """Heartbeat in the background until close() (default interval: a third of the peer TTL)."""
+        ...
+
     def list_peers(self, timeout: float | None = None) -> list[PeerInfo]: ...
 
     def visible_maddrs(self) -> list[str]:

@@ -22,11 +22,12 @@ payload never crosses the parent-to-DHT pipe (see hivemind_transport for why).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections import Counter
 
 import msgpack
-
 from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.dht.protocol import DHTProtocol
 from hivemind.dht.validation import DHTRecord, RecordValidatorBase
@@ -102,8 +103,14 @@ async def store_batch(_dht: object, node: object, *, path: str, expiration: floa
     key's records (a chunked record's pieces share a key), instead of one per record.
     Returns, per record, whether the DHT confirmed it.
     """
-    with open(path, "rb") as f:
-        items = msgpack.unpackb(f.read(), raw=False)
+    try:
+        with open(path, "rb") as f:
+            items = msgpack.unpackb(f.read(), raw=False)
+    except FileNotFoundError:
+        return []  # the parent gave up on this batch (its deadline passed) and removed the file
+    # Read once: remove it now, so nothing is left behind even if the parent is killed.
+    with contextlib.suppress(OSError):
+        os.unlink(path)
     if not items:
         return []
     keys = [item[0] for item in items]

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hivemind_exp.trainer.threads import configure_torch_threads
+from hivemind_exp.trainer.threads import ThreadTuner, configure_torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -80,7 +80,8 @@ class GRPOParams:
     generation_batch_size: int = 32  # sequences per decode batch
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute every layer in the backward (least memory, ~1/3 more compute)
+    activation_memory_mb: int = 512  # per micro-batch; above it the first layers are recomputed (0 = no limit)
     seed: int = 0
     loss_type: str = "dapo"  # TRL's normaliser: dapo (per token), grpo (per sequence), dr_grpo (per max length)
     num_threads: int = 0  # torch CPU threads; 0 = every CPU this process may use
@@ -93,7 +94,7 @@ class GRPOParams:
                 problems.append(f"{name}={getattr(self, name)!r}: {fix}")
 
         ints = ("num_generations", "max_prompt_length", "max_completion_length", "micro_batch_size",
-                "generation_batch_size", "seed", "num_threads")
+                "generation_batch_size", "seed", "num_threads", "activation_memory_mb")
         for name in ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -119,6 +120,8 @@ class GRPOParams:
         need(self.max_grad_norm > 0, "max_grad_norm", "use > 0, e.g. 1.0")
         need(self.weight_decay >= 0, "weight_decay", "use >= 0")
         need(self.num_threads >= 0, "num_threads", "use 0 (all available CPUs) or a positive count")
+        need(self.activation_memory_mb >= 0, "activation_memory_mb",
+             "use 0 (never recompute activations) or a budget in MB such as 512")
         need(self.loss_type in LOSS_TYPES, "loss_type", f"use one of {', '.join(LOSS_TYPES)}")
         if not isinstance(self.gradient_checkpointing, bool):
             problems.append(f"gradient_checkpointing={self.gradient_checkpointing!r}: must be true or false")
@@ -237,6 +240,13 @@ class GRPOEngine:
         self.device = torch.device(device)
         self.progress = progress
         self.num_threads = configure_torch_threads(self.params.num_threads) if self.device.type == "cpu" else 0
+        # num_threads=0 on CPU: pick 1 thread or all by timing (see ThreadTuner), separately for
+        # decode steps (small matmuls, most sensitive to contention) and training micro-batches.
+        auto = self.device.type == "cpu" and self.params.num_threads == 0 and self.num_threads > 1
+        self.tuners: dict[str, ThreadTuner] = (
+            {"decode": ThreadTuner(self.num_threads, reprobe_every=32), "train": ThreadTuner(self.num_threads, 6)}
+            if auto else {}
+        )
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
         self.eos_ids = self._eos_ids()
@@ -246,8 +256,8 @@ class GRPOEngine:
         if self.lm_head is None:
             raise ValueError(f"{type(model).__name__} has no output embeddings (LM head); GRPO needs a causal LM")
         self._cache_kwarg = "cache" if "cache" in inspect.signature(self.backbone.forward).parameters else "past_key_values"
-        if self.params.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.layers = list(getattr(self.backbone, "layers", []))
+        self._checkpointed = -1  # how many leading layers currently recompute in the backward
         self.ref_model = None
         if self.params.beta > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -422,6 +432,7 @@ class GRPOEngine:
         ids, key_ok = ids.to(dev), key_ok.to(dev)
         positions = (key_ok[:, :width].long().cumsum(-1) - 1).clamp(min=0)
         cache = StaticCache(config=self.model.config, max_cache_len=kv_len)
+        self._use_best_threads("train")  # a pre-fill is bulk work like a training micro-batch
         hidden = self._backbone(self.backbone, ids, _prefill_mask(key_ok, width), positions, cache)
         logits = self.lm_head(hidden[:, -1])
 
@@ -439,7 +450,10 @@ class GRPOEngine:
         row_id = torch.arange(rows)  # original row of each active row
         done = torch.zeros(rows, dtype=torch.bool)  # finished but still in the batch
         eos = torch.tensor(self.eos_ids, dtype=torch.long)
+        tuner = self.tuners.get("decode")
         for t in range(new):
+            threads = tuner.choose() if tuner else 0
+            tick = time.perf_counter()
             token = self._sample(logits, greedy).cpu()
             live = ~done
             tokens[row_id[live], t] = token[live]
@@ -464,7 +478,18 @@ class GRPOEngine:
                                     next_pos[:, None], cache)
             logits = self.lm_head(hidden[:, -1])
             next_pos = next_pos + 1
+            if tuner:
+                tuner.record(threads, time.perf_counter() - tick, len(row_id))
         return [tokens[r, : int(out_len[r])].tolist() for r in range(rows)]
+
+    def _use_best_threads(self, kind: str) -> None:
+        tuner = self.tuners.get(kind)
+        if tuner is not None:
+            import torch
+
+            best = tuner.best()
+            if torch.get_num_threads() != best:
+                torch.set_num_threads(best)
 
     def _backbone(self, backbone: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                   cache: Any) -> torch.Tensor:
@@ -537,13 +562,20 @@ class GRPOEngine:
         total = 0.0
         bar = self._bar(total=len(batches), desc="train", unit="micro-batch")
         try:
+            tuner = self.tuners.get("train")
             for mb in batches:
+                threads = tuner.choose() if tuner else 0
+                tick = time.perf_counter()
                 loss = self._micro_batch_loss(mb)
                 loss.backward()
                 total += float(loss.detach())
+                if tuner:
+                    tuner.record(threads, time.perf_counter() - tick,
+                                 sum(map(len, mb.prompts)) + sum(map(len, mb.completions)))
                 bar.update(1)
         finally:
             bar.close()
+        self._use_best_threads("train")
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for p in params:
             if p.grad is None:
@@ -627,8 +659,7 @@ class GRPOEngine:
         """Log-prob of every completion token given its prompt, as one flat vector (+ its completion index).
 
         Each distinct prompt runs once; its keys/values (and their gradient) are shared by the
-        completions that follow it. With gradient checkpointing (no cache in training) every row
-        is run as prompt+completion instead.
+        completions that follow it (`owner[i]` = index of completion i's prompt).
         """
         import torch
 
@@ -656,35 +687,84 @@ class GRPOEngine:
         p_ids, p_ok = p_ids.to(dev), p_ok.to(dev)
         p_len = p_ok.sum(-1)
 
-        if self.params.gradient_checkpointing and model is self.model:
-            rows_ok = torch.cat([p_ok[owner_t], comp_ok[:, :-1]], dim=1)
-            ids = torch.cat([p_ids[owner_t], comp[:, :-1]], dim=1)
-            positions = (rows_ok.long().cumsum(-1) - 1).clamp(min=0)
-            hidden = self._backbone(backbone, ids, _prefill_mask(rows_ok, ids.shape[1]), positions, None)
-            hidden = hidden[:, p_width - 1:]
+        if model is self.model and torch.is_grad_enabled():
+            tokens = int(p_ok.sum()) + int(comp_ok.sum())
+            self._set_checkpointed_layers(self._layers_to_recompute(tokens, int(comp_ok.sum())))
+        prefix = _PrefixKV()
+        positions = (p_ok.long().cumsum(-1) - 1).clamp(min=0)
+        p_hidden = self._train_forward(backbone, p_ids, _prefill_mask(p_ok, p_width), positions, prefix)
+        first = p_hidden[:, -1].index_select(0, owner_t)  # predicts completion token 0
+        if c_len > 1:
+            shared = prefix.expanded(owner_t)
+            keys_ok = torch.cat([p_ok.index_select(0, owner_t),
+                                 torch.ones((n, c_len - 1), dtype=torch.bool, device=dev)], dim=1)
+            mask = _continuation_mask(keys_ok, p_width, c_len - 1)
+            positions = p_len.index_select(0, owner_t)[:, None] + torch.arange(c_len - 1, device=dev)
+            c_hidden = self._train_forward(backbone, comp[:, :-1], mask, positions, shared)
+            hidden = torch.cat([first[:, None], c_hidden], dim=1)
         else:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=model.config)
-            positions = (p_ok.long().cumsum(-1) - 1).clamp(min=0)
-            p_hidden = self._backbone(backbone, p_ids, _prefill_mask(p_ok, p_width), positions, cache)
-            first = p_hidden[:, -1].index_select(0, owner_t)  # predicts completion token 0
-            if c_len > 1:
-                for layer in cache.layers:
-                    layer.keys = layer.keys.index_select(0, owner_t)
-                    layer.values = layer.values.index_select(0, owner_t)
-                keys_ok = torch.cat([p_ok.index_select(0, owner_t),
-                                     torch.ones((n, c_len - 1), dtype=torch.bool, device=dev)], dim=1)
-                mask = _continuation_mask(keys_ok, p_width, c_len - 1)
-                positions = p_len.index_select(0, owner_t)[:, None] + torch.arange(c_len - 1, device=dev)
-                c_hidden = self._backbone(backbone, comp[:, :-1], mask, positions, cache)
-                hidden = torch.cat([first[:, None], c_hidden], dim=1)
-            else:
-                hidden = first[:, None]
+            hidden = first[:, None]
         seq = torch.arange(n, device=dev)[:, None].expand(n, c_len)[comp_ok]
         logp = _token_logprob_function().apply(hidden[comp_ok], head.weight, head.bias, comp[comp_ok],
                                                1.0 / self.params.temperature)
         return logp, seq
+
+    def _train_forward(self, backbone: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                       prefix: _PrefixKV) -> torch.Tensor:
+        # use_cache=False: the prefix object is not a transformers cache that grows, only a
+        # read-only source of the prompt's keys/values (so a recomputed layer sees the same ones).
+        kwargs = {self._cache_kwarg: prefix, "use_cache": False}
+        return backbone(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).last_hidden_state
+
+    def activation_bytes_per_token_layer(self) -> int:
+        """Rough fp32 bytes one token keeps per decoder layer for the backward (measured ~55 KB for SmolLM2)."""
+        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        hidden = int(cfg.hidden_size)
+        inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
+        heads = int(cfg.num_attention_heads)
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+        floats = 10 * hidden + 4 * inter + 2 * heads * head_dim + 4 * kv_heads * head_dim
+        return floats * self._param_bytes()
+
+    def _param_bytes(self) -> int:
+        return next(self.model.parameters()).element_size()
+
+    def _layers_to_recompute(self, tokens: int, completion_tokens: int) -> int:
+        """How many leading layers must recompute their activations to stay within activation_memory_mb."""
+        n_layers = len(self.layers)
+        if self.params.gradient_checkpointing:
+            return n_layers
+        if self.params.activation_memory_mb <= 0 or n_layers == 0:
+            return 0
+        per_layer = tokens * self.activation_bytes_per_token_layer()
+        hidden = int(self.model.config.get_text_config().hidden_size if hasattr(self.model.config, "get_text_config")
+                     else self.model.config.hidden_size)
+        kept_if_recomputed = tokens * hidden * self._param_bytes()  # a recomputed layer keeps only its input
+        vocab = self.lm_head.weight.shape[0]
+        # the whole stack, plus the logits buffer, plus one layer being recomputed in the backward
+        need = per_layer * n_layers + completion_tokens * vocab * self._param_bytes()
+        budget = self.params.activation_memory_mb * 2**20 - per_layer
+        if need <= budget:
+            return 0
+        saving = per_layer - kept_if_recomputed
+        return min(n_layers, math.ceil((need - budget) / max(saving, 1)))
+
+    def _set_checkpointed_layers(self, count: int) -> None:
+        if count == self._checkpointed:
+            return
+        from torch.utils.checkpoint import checkpoint
+
+        recompute = functools.partial(checkpoint, use_reentrant=False)
+        for i, layer in enumerate(self.layers):
+            on = i < count
+            layer.gradient_checkpointing = on
+            if on:
+                layer._gradient_checkpointing_func = recompute
+                # our prefix only reads the cached prompt keys/values, so the replay sees the same ones
+                layer._can_checkpoint_with_cache = True
+        self._checkpointed = count
+        log.debug("recomputing activations of %d of %d layers", count, len(self.layers))
 
     # ------------------------------------------------------------------ state
 
@@ -791,6 +871,36 @@ class GRPOEngine:
         engine = cls(model, tokenizer, params or GRPOParams(**state["params"]), device=device, progress=progress)
         engine._load_trainer_state(state)
         return engine
+
+
+class _PrefixKV:
+    """Stands in for a transformers cache inside training forwards; only `update` is ever called.
+
+    Recording (no prefix yet): each layer's prompt keys/values are kept, with their graph.
+    Continuing (`expanded`): each layer's prompt keys/values, copied to the rows of the
+    completions that follow that prompt, are put in front of the new ones. Nothing is mutated
+    while continuing, so a layer recomputed in the backward gets exactly the same inputs.
+    """
+
+    def __init__(self, keys: dict[int, Any] | None = None, values: dict[int, Any] | None = None):
+        self.prefix_keys = keys
+        self.prefix_values = values
+        self.keys: dict[int, Any] = {}
+        self.values: dict[int, Any] = {}
+
+    def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        import torch
+
+        if self.prefix_keys is None or self.prefix_values is None:
+            self.keys[layer_idx], self.values[layer_idx] = key_states, value_states
+            return key_states, value_states
+        return (torch.cat([self.prefix_keys[layer_idx], key_states], dim=-2),
+                torch.cat([self.prefix_values[layer_idx], value_states], dim=-2))
+
+    def expanded(self, rows: Any) -> _PrefixKV:
+        """A continuing prefix whose row i is recorded row rows[i]."""
+        return _PrefixKV({i: k.index_select(0, rows) for i, k in self.keys.items()},
+                         {i: v.index_select(0, rows) for i, v in self.values.items()})
 
 
 def _prefill_mask(key_ok: torch.Tensor, q_len: int) -> torch.Tensor:

@@ -53,3 +53,49 @@ def configure_torch_threads(requested: int = 0) -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
+
+
+class ThreadTuner:
+    """Chooses the torch thread count for one kind of work by timing it.
+
+    On a machine other processes are also using, OpenMP threads spin at every barrier waiting
+    for a sibling the scheduler has parked, and two threads can run 5-10x slower than one
+    (measured on the shared 2-core dev box). On an idle machine all cores win. So the tuner
+    times each candidate (all CPUs, or 1), keeps a running cost per unit of work, uses the
+    cheaper one, and re-tries the other every `reprobe_every` choices in case the load changed.
+    """
+
+    def __init__(self, max_threads: int, reprobe_every: int = 24):
+        self.candidates = [max_threads] if max_threads <= 1 else [max_threads, 1]
+        self.reprobe_every = max(2, reprobe_every)
+        self.cost: dict[int, float] = {}  # seconds per unit of work, smoothed
+        self._choices = 0
+
+    def best(self) -> int:
+        if not self.cost:
+            return self.candidates[0]
+        return min(self.cost, key=lambda n: self.cost[n])
+
+    def choose(self) -> int:
+        """The thread count for the next piece of work (already applied to torch)."""
+        import torch
+
+        self._choices += 1
+        unmeasured = [n for n in self.candidates if n not in self.cost]
+        if unmeasured:
+            n = unmeasured[0]
+        elif self._choices % self.reprobe_every == 0:
+            n = next(c for c in self.candidates if c != self.best())
+        else:
+            n = self.best()
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        return n
+
+    def record(self, threads: int, seconds: float, units: float) -> None:
+        """Report that `units` of work took `seconds` with `threads` threads."""
+        if units <= 0 or seconds <= 0:
+            return
+        cost = seconds / units
+        old = self.cost.get(threads)
+        self.cost[threads] = cost if old is None else 0.5 * old + 0.5 * cost

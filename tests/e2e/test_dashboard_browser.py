@@ -14,16 +14,7 @@ from pathlib import Path
 import pytest
 
 from hivemind_exp.names import peer_name
-from tests.fixtures.chain import anvil  # noqa: F401  (fixture)
-from tests.fixtures.web import (  # noqa: F401  (fixtures)
-    CURRENT_ROUND,
-    REPO,
-    DashboardProc,
-    WebSwarm,
-    dashboard,
-    web_chain,
-    web_swarm,
-)
+from tests.fixtures.web import CURRENT_ROUND, REPO, DashboardProc, WebSwarm
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT = REPO / "web" / "ui" / "e2e" / "check-dashboard.mjs"

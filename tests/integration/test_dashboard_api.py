@@ -11,19 +11,16 @@ import pytest
 
 from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS
 from hivemind_exp.names import peer_name
-from tests.fixtures.chain import TcpProxy, anvil, rpc_proxy  # noqa: F401  (fixtures)
-from tests.fixtures.web import (  # noqa: F401  (fixtures)
+from tests.fixtures.chain import TcpProxy
+from tests.fixtures.web import (
     CURRENT_ROUND,
     CURRENT_STAGE,
     QUESTIONS,
     DashboardProc,
     WebChain,
     WebSwarm,
-    dashboard,
     dht_reward,
     launch_dashboard,
-    web_chain,
-    web_swarm,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
@@ -185,7 +182,7 @@ def test_live_events_announce_a_stage_change(dashboard: DashboardProc, web_swarm
     wait_for(lambda: dashboard.get("/api/round_and_stage").json()["stage"] == CURRENT_STAGE, what="stage restored")
 
 
-def test_a_failing_chain_is_retried_and_reported(tmp_path, web_swarm: WebSwarm, web_chain: WebChain,  # noqa: F811
+def test_a_failing_chain_is_retried_and_reported(tmp_path, web_swarm: WebSwarm, web_chain: WebChain,
                                                  rpc_proxy: TcpProxy) -> None:
     chain = WebChain(web_chain.contract)
     chain.contract = type(web_chain.contract)(rpc_url=rpc_proxy.url, address=web_chain.address,

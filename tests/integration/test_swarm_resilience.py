@@ -45,9 +45,13 @@ def test_bootnode_going_away_leaves_the_others_working(swarm_factory) -> None:
 
 
 def test_killed_dht_process_is_restarted_transparently(swarm_factory) -> None:
+    import psutil
+
     boot, a, b = swarm_factory(3)
     old_pid, old_addrs, peer_id = a.dht_pid, a.visible_maddrs(), a.peer_id
     assert old_pid is not None and a.restart_count == 0
+    old_daemons = [p for p in psutil.Process(old_pid).children() if p.name() == "p2pd"]
+    assert old_daemons
     os.kill(old_pid, signal.SIGKILL)
     _wait_dead(old_pid)
 
@@ -56,6 +60,7 @@ def test_killed_dht_process_is_restarted_transparently(swarm_factory) -> None:
     assert a.publish_outputs(2, 0, rec)
     assert a.restart_count == 1 and a.dht_pid not in (None, old_pid) and a.is_alive()
     assert a.peer_id == peer_id and a.visible_maddrs() == old_addrs
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in old_daemons), "old p2pd survived"
     assert b.fetch_outputs(2, 0, timeout=15, peers=[a.peer_id]) == {a.peer_id: rec}
 
     # It also reads what the others publish, and they reach it (round trip both ways).

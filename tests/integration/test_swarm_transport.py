@@ -21,7 +21,7 @@ from hivemind_exp.swarm.records import (
     encode_wire,
 )
 from hivemind_exp.swarm.transport import SwarmClosedError, SwarmTransport
-from tests.fixtures.swarm import fresh_round, start_swarm
+from tests.fixtures.swarm import fresh_round
 
 pytestmark = pytest.mark.slow  # multi-process: DHT child processes and p2p daemons
 
@@ -39,7 +39,7 @@ def _outputs(peer_index: int, n: int = 3, big: int = 0) -> dict[str, OutputRecor
 def test_peer_ids_match_the_p2p_daemon(swarm3: list[HivemindTransport]) -> None:
     for peer in swarm3:
         assert isinstance(peer, SwarmTransport)
-        assert peer.peer_id == load_peer_id(peer._identity.path)
+        assert peer.peer_id == load_peer_id(peer.identity.path)
         maddrs = peer.visible_maddrs()
         assert maddrs and all(m.endswith(f"/p2p/{peer.peer_id}") for m in maddrs)
     assert len({p.peer_id for p in swarm3}) == 3
@@ -93,7 +93,7 @@ def test_rewards_and_winners(swarm3: list[HivemindTransport]) -> None:
 
 def test_round_state_trusted_only_from_the_coordinator(swarm3: list[HivemindTransport]) -> None:
     coordinator, peer, impostor = swarm3
-    assert all(p._s.coordinator_peer_id == coordinator.peer_id for p in swarm3)
+    assert all(p.settings.coordinator_peer_id == coordinator.peer_id for p in swarm3)
     deadline = time.time() + 90
     assert coordinator.publish_round_state(7, 1, deadline)
     before = peer.drop_counts().get("untrusted", 0)
@@ -122,6 +122,22 @@ def test_no_coordinator_configured_means_no_round_state(tmp_path, swarm3: list[H
         loner.fetch_rewards(0, 0)
 
 
+def test_background_heartbeats_keep_a_peer_fresh(tmp_path, swarm3: list[HivemindTransport]) -> None:
+    from tests.fixtures.swarm import swarm_settings
+
+    extra = HivemindTransport.start(swarm_settings(tmp_path / "beat.pem", swarm3[0].visible_maddrs()))
+    try:
+        extra.start_heartbeats(interval=0.5, name="beater")
+        first = {p.peer_id: p for p in swarm3[0].list_peers(timeout=10)}[extra.peer_id]
+        assert first.name == "beater"
+        time.sleep(2.0)
+        later = {p.peer_id: p for p in swarm3[0].list_peers(timeout=10)}[extra.peer_id]
+        assert later.last_seen > first.last_seen and later.name == "beater"
+    finally:
+        extra.close()
+    assert not extra.is_alive()
+
+
 def test_fetch_respects_its_deadline(swarm3: list[HivemindTransport]) -> None:
     r = fresh_round()
     assert swarm3[1].publish_outputs(r, 0, _outputs(1))
@@ -134,7 +150,7 @@ def test_fetch_respects_its_deadline(swarm3: list[HivemindTransport]) -> None:
 
 
 def test_publish_refuses_records_over_the_payload_cap(swarm3: list[HivemindTransport]) -> None:
-    too_big = OutputRecord(completion="x" * (swarm3[0]._s.dht_max_payload_bytes + 10))
+    too_big = OutputRecord(completion="x" * (swarm3[0].settings.dht_max_payload_bytes + 10))
     with pytest.raises(ValueError, match="dht_max_payload_bytes"):
         swarm3[0].publish_outputs(fresh_round(), 0, {"q": too_big})
 
@@ -172,7 +188,7 @@ def test_record_with_victims_key_but_wrong_signature_is_dropped(swarm3, attacker
     forged = OutputWire(peer_id=victim.peer_id, round=r, stage=0, qhash="q0",
                         record=OutputRecord(completion="forged answer", final_answer="-1"))
     delta = _attack_and_fetch(swarm3, lambda: attacker.store(
-        keys.outputs_key("rl_swarm", r, 0, victim.peer_id), keys.make_subkey("q0", victim._identity.public_key_ssh),
+        keys.outputs_key("rl_swarm", r, 0, victim.peer_id), keys.make_subkey("q0", victim.identity.public_key_ssh),
         encode_wire(forged)), reader, r, victim.peer_id, {victim.peer_id: honest})
     assert delta.get("bad_signature", 0) >= 1, delta
 
@@ -272,7 +288,7 @@ def test_forged_round_state_with_coordinators_key_is_dropped(swarm3, attacker) -
     fake = RoundStateWire(peer_id=coordinator.peer_id,
                           state=RoundState(round=12345, stage=0, stage_deadline_unix=time.time() + 999,
                                            published_at=time.time() + 500))
-    attacker.store(keys.round_state_key("rl_swarm"), keys.make_subkey("", coordinator._identity.public_key_ssh),
+    attacker.store(keys.round_state_key("rl_swarm"), keys.make_subkey("", coordinator.identity.public_key_ssh),
                    encode_wire(fake), ttl=7200)
     state = reader.fetch_round_state(timeout=10)
     assert state is not None and state.round == 11

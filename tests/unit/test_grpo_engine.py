@@ -183,11 +183,29 @@ def test_shared_prompt_logprobs_and_gradients_match_a_plain_forward() -> None:
     for name, p in model.named_parameters():
         assert torch.allclose(ours_grad[name], p.grad, atol=1e-5, rtol=1e-3), name
 
-    # gradient checkpointing runs each row as prompt+completion; same numbers
-    model.zero_grad(set_to_none=True)
-    ckpt = GRPOEngine(model, tok, GRPOParams(temperature=0.7, gradient_checkpointing=True))
-    logp2, _ = ckpt.completion_logprobs(model, prompts, completions, owner)
-    assert torch.allclose(logp2.detach(), ref.detach(), atol=1e-4, rtol=1e-4)
+    # Recomputing layers in the backward (all of them, or as many as a tiny memory budget needs)
+    # reads the same shared prompt keys/values: same log-probs, same gradients.
+    for kwargs in ({"gradient_checkpointing": True}, {"activation_memory_mb": 1}):
+        model.zero_grad(set_to_none=True)
+        ckpt = GRPOEngine(model, tok, GRPOParams(temperature=0.7, **kwargs))
+        logp2, _ = ckpt.completion_logprobs(model, prompts, completions, owner)
+        assert ckpt._checkpointed == 2
+        (logp2 * weights).sum().backward()
+        assert torch.allclose(logp2.detach(), ref.detach(), atol=1e-4, rtol=1e-4)
+        for name, p in model.named_parameters():
+            assert torch.allclose(ours_grad[name], p.grad, atol=1e-5, rtol=1e-3), (kwargs, name)
+
+
+def test_activation_budget_recomputes_only_as_many_layers_as_needed() -> None:
+    model, tok = make_tiny_model(num_hidden_layers=6)
+    engine = GRPOEngine(model, tok, GRPOParams(activation_memory_mb=4))
+    per_layer = engine.activation_bytes_per_token_layer()
+    assert per_layer > 0
+    assert engine._layers_to_recompute(tokens=10, completion_tokens=5) == 0
+    assert engine._layers_to_recompute(tokens=100_000, completion_tokens=5) == 6
+    counts = [engine._layers_to_recompute(tokens=t, completion_tokens=5) for t in range(50, 1000, 10)]
+    assert counts == sorted(counts) and any(0 < c < 6 for c in counts)
+    assert GRPOEngine(model, tok, GRPOParams(activation_memory_mb=0))._layers_to_recompute(100_000, 5) == 0
 
 
 def test_step_changes_the_weights_and_reports_a_finite_loss() -> None:

@@ -181,5 +181,6 @@ def test_cached_fast_path_matches_the_routed_answer_and_is_measured(tmp_path: Pa
             assert fast_body == routed_body
             assert fast.headers["content-type"] == "application/json"
         assert c.post("/api/leaderboard").status_code == 405  # only GET takes the fast path
+        assert c.get("/api/nodes").status_code == 200  # only ever asked without a query: fast path
         metrics = c.get("/metrics").text
-        assert 'http_route="/api/leaderboard"' in metrics and 'http_route="unmatched"' not in metrics
+        assert 'http_request_method="GET",http_response_status_code="200",http_route="/api/nodes"' in metrics

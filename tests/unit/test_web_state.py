@@ -63,10 +63,22 @@ def test_history_is_bounded_and_backfills_missing_rounds() -> None:
     assert [p["reward"] for p in hist["series"][0]["points"]] == [8.0, 9.0, 10.0]
 
 
-def test_rounds_wanted_skips_rounds_already_loaded() -> None:
+def test_rounds_wanted_skips_rounds_already_loaded_or_asked() -> None:
     st = DashboardState(history_rounds=50)
     st.apply_swarm(snap(round_=6, stage=2, rewards={(4, 0): {A: 1.0}}))
     assert st.rounds_wanted(backfill=2) == [6, 5, 3, 2]
+    # Rounds 3 and 2 were read and had nothing: not asked again; current/previous always are.
+    st.apply_swarm(snap(round_=6, stage=2, rewards={(r, s): {} for r in (6, 5, 3, 2) for s in range(3)}))
+    assert st.rounds_wanted(backfill=2) == [6, 5, 1, 0]
+    st.apply_swarm(snap(round_=6, stage=2, rewards={(r, s): {} for r in (1, 0) for s in range(3)}))
+    assert st.rounds_wanted(backfill=2) == [6, 5]
+
+
+def test_chain_round_drives_reads_when_the_dht_has_no_trusted_round() -> None:
+    st = DashboardState()
+    assert st.rounds_wanted() == []
+    st.apply_chain(ChainSnapshot(round=2, stage=0, stage_count=3, contract_address="0x" + "1" * 40))
+    assert st.rounds_wanted() == [2, 1, 0]
 
 
 def test_history_includes_my_node_beyond_the_top_n() -> None:

@@ -23,6 +23,7 @@ from api.state import DashboardState, LocalNode
 log = logging.getLogger(__name__)
 
 GOSSIP_PEERS_PER_POLL = 6
+REJOIN_AFTER = 5
 
 SwarmFactory = Callable[[list[str]], SwarmReader]
 ChainFactory = Callable[[], ChainReader]
@@ -169,7 +170,11 @@ class Poller:
                 self.swarm = self._swarm_factory(peers)
             return self.swarm.poll(rounds, sample)
 
-        snap = await self._run_blocking("dht", work, self.settings.dht_timeout)
+        try:
+            snap = await self._run_blocking("dht", work, self.settings.dht_timeout)
+        except Exception:
+            await self._maybe_rejoin()
+            raise
         self.state.apply_swarm(snap)
         if snap.round is not None and not rounds:
             # First sight of the round: read its rewards now rather than one interval later.
@@ -177,6 +182,24 @@ class Poller:
             snap = await self._run_blocking("dht", lambda: self.swarm.poll(rounds, []),  # type: ignore[union-attr]
                                             self.settings.dht_timeout)
             self.state.apply_swarm(snap)
+
+    async def _maybe_rejoin(self) -> None:
+        """After REJOIN_AFTER failed polls in a row, drop the DHT client and join afresh next time.
+
+        The transport restarts a dead DHT process itself; this covers what it cannot fix
+        (e.g. every bootnode it knew is gone and new ones come from the chain).
+        """
+        if self.swarm is None or self.state.dht.consecutive_failures + 1 < REJOIN_AFTER:
+            return
+        held = self._inflight.get("dht")
+        if held is not None and not held[0].done():
+            return  # a stuck call still uses the reader; try again on a later failure
+        reader, self.swarm = self.swarm, None
+        log.warning("DHT polls failed %d times in a row; rejoining the swarm", REJOIN_AFTER)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pools["dht"], reader.close)
+        except Exception as exc:
+            log.debug("closing the old DHT client failed: %s", exc)
 
     async def _poll_chain(self) -> None:
         configured = self.settings.chain_configured()

@@ -155,7 +155,7 @@ class ContractChainReader:
 
 STAGE_KINDS = ("answer", "critique", "decision")
 # Concurrent DHT reads per poll (rewards of several rounds/stages); the transport is thread-safe.
-DHT_READ_WORKERS = 4
+DHT_READ_WORKERS = 8
 
 
 class DhtSwarmReader:

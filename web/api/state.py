@@ -89,6 +89,7 @@ class DashboardState:
     names: dict[str, str] = field(default_factory=dict)
     bodies: dict[str, bytes] = field(default_factory=dict)
     _memo: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
+    _asked: set[int] = field(default_factory=set)  # rounds whose rewards were read at least once
     _board_rows: list[models.LeaderboardEntry] = field(default_factory=list)
     _board_round: int | None = None
     _cumulative_rows: list[models.CumulativeEntry] = field(default_factory=list)
@@ -120,6 +121,7 @@ class DashboardState:
         while len(self.peers) > self.max_peers:
             self.peers.popitem(last=False)
         for (rnd, stg), by_peer in snap.rewards.items():
+            self._asked.add(rnd)
             if not by_peer:
                 continue
             stages = self.rewards.setdefault(rnd, {})
@@ -175,7 +177,9 @@ class DashboardState:
             return []
         wanted = [r for r in (cur, cur - 1) if r >= 0]
         oldest = max(0, cur - self.history_rounds + 1)
-        missing = [r for r in range(cur - 2, oldest - 1, -1) if r not in self.rewards]
+        # Older rounds are asked for once each (a round nobody rewarded stays empty).
+        self._asked = {r for r in self._asked if r >= oldest}
+        missing = [r for r in range(cur - 2, oldest - 1, -1) if r not in self.rewards and r not in self._asked]
         return wanted + missing[:backfill]
 
     def gossip_peers(self, count: int, offset: int) -> list[str]:
