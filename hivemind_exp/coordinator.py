@@ -94,17 +94,42 @@ class Coordinator:
             self.round, self.stage = r, s0 + 1
             log.info("continuing from the chain: round %d stage %d", self.round, self.stage)
         else:
-            prev = self.transport.fetch_round_state(timeout=5)
+            prev = self._saved_round()
             if prev is not None:
-                # Resume the round after the one in flight: its peers may have moved on meanwhile.
-                self.round, self.stage = prev.round + 1, 1
-                log.info("found my earlier round state (round %d stage %d); starting round %d", prev.round, prev.stage,
+                # Start the round after the one in flight: its peers may have finished it meanwhile.
+                self.round, self.stage = prev[0] + 1, 1
+                log.info("found my earlier round state (round %d stage %d); starting round %d", prev[0], prev[1],
                          self.round)
         self._begin_stage()
+
+    def _saved_round(self) -> tuple[int, int] | None:
+        if self.s.state_file and Path(self.s.state_file).is_file():
+            import json
+
+            try:
+                data = json.loads(Path(self.s.state_file).read_text())
+                return int(data["round"]), int(data["stage"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                log.warning("ignoring unreadable %s (%s)", self.s.state_file, err)
+        # The record lives on the peers' DHT nodes; right after a restart the routing table is
+        # still filling, so look a few times before concluding this is a new swarm.
+        for attempt in range(4):
+            prev = self.transport.fetch_round_state(timeout=5)
+            if prev is not None:
+                return prev.round, prev.stage
+            if attempt < 3 and self.stop.wait(2.0):
+                break
+        return None
 
     def _begin_stage(self) -> None:
         self.stage_started = time.time()
         self.deadline = self.stage_started + self.s.stage_seconds
+        if self.s.state_file:
+            import json
+
+            from hivemind_exp.node_state import atomic_write_text
+
+            atomic_write_text(Path(self.s.state_file), json.dumps({"round": self.round, "stage": self.stage}))
         self._publish()
         log.info("round %d stage %d started; deadline in %.0f s", self.round, self.stage, self.s.stage_seconds)
         if self.metrics:

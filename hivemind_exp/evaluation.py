@@ -152,11 +152,16 @@ def _model_device(model: Any) -> torch.device:
 def _decoder(model: Any, tokenizer: Any, batch_size: int, max_new_tokens: int) -> GRPOEngine:
     """The trainer's own generation loop (left padding, KV cache, finished rows dropped),
     sized for evaluation. Its optimizer holds no state until a training step, so it is cheap."""
+    import torch
+
     from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
 
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 4096
+    # num_threads = the current count: evaluating must not change the caller's torch threads
+    # (the trainer set them already; the CLI honours OMP_NUM_THREADS).
     params = GRPOParams(max_completion_length=max_new_tokens, generation_batch_size=batch_size,
-                        max_prompt_length=max(1, int(positions) - max_new_tokens))
+                        max_prompt_length=max(1, int(positions) - max_new_tokens),
+                        num_threads=torch.get_num_threads())
     return GRPOEngine(model, tokenizer, params, device=str(_model_device(model)), progress=False)
 
 

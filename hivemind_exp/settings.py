@@ -140,6 +140,8 @@ class CoordinatorSettings(CommonSettings, SwarmSettings, ChainSettings):
                                      "live peer has published")
     early_advance: bool = Field(True, description="advance as soon as every live peer published the stage's outputs")
     max_rounds: int | None = Field(None, ge=1, description="stop after this many rounds (default: never)")
+    state_file: Path | None = Field(None, description="remember the round/stage here so a restarted coordinator "
+                                    "continues (without it: from the chain, else from its last DHT record)")
     bootnode_file: Path | None = Field(None, description="write this coordinator's peer ID and multiaddrs here "
                                        "(JSON) for trainers started with --bootnode-file")
     republish_seconds: float = Field(10.0, gt=0, le=300, description="how often the round state is re-published")

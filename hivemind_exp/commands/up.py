@@ -132,7 +132,8 @@ class Plan:
                 ready_what=f"anvil on port {s.anvil_port} and the contract deployment", ready_timeout=s.ready_timeout))
         coord = self.py + ["coordinator", "--identity-path", str(self.coord_identity),
                            "--host-maddrs", f"/ip4/127.0.0.1/tcp/{s.coordinator_port}",
-                           "--stage-seconds", str(s.stage_seconds)] + self.metrics_port(0)
+                           "--stage-seconds", str(s.stage_seconds),
+                           "--state-file", str(self.run_dir / "coordinator" / "state.json")] + self.metrics_port(0)
         if s.chain:
             coord += ["--chain-mode", "wallet", "--wallet-key-file", str(self.coord_key_file)] + self.chain_args()
         else:

@@ -606,7 +606,9 @@ class GRPOEngine:
     def _plan(self, groups: list[tuple[int, list[int]]], prompt_ids: Sequence[Sequence[int]],
               completion_ids: Sequence[Sequence[Sequence[int]]], advantages: list[list[float]],
               weights: list[list[float]]) -> list[_MicroBatch]:
-        """Whole groups (split only when larger than a micro-batch), longest first, packed by sequence count."""
+        """Whole groups (split only when larger than a micro-batch), longest first, packed up to
+        `micro_batch_size` sequences and, when `activation_memory_mb` is set, to what fits in it
+        (packing less beats recomputing layers to make more fit)."""
         size = self.params.micro_batch_size
         pieces: list[tuple[int, list[int]]] = []
         for i, members in groups:
@@ -614,11 +616,20 @@ class GRPOEngine:
             for s in range(0, len(members), size):
                 pieces.append((i, members[s:s + size]))
         pieces.sort(key=lambda p: (-max(len(completion_ids[p[0]][j]) for j in p[1]), -len(prompt_ids[p[0]])))
+        budget = self.params.activation_memory_mb * 2**20 if self.params.activation_memory_mb > 0 else math.inf
+
+        def footprint(chunk: list[tuple[int, list[int]]]) -> float:
+            p_width = max(len(prompt_ids[i]) for i, _ in chunk)
+            c_len = max(len(completion_ids[i][j]) for i, members in chunk for j in members)
+            rows = sum(len(members) for _, members in chunk)
+            return self._activation_bytes(len(chunk) * p_width + rows * c_len, rows * c_len)
+
         batches: list[_MicroBatch] = []
         current: list[tuple[int, list[int]]] = []
         count = 0
         for piece in pieces + [(-1, [])]:
-            if piece[0] < 0 or count + len(piece[1]) > size:
+            full = piece[0] < 0 or count + len(piece[1]) > size or (current and footprint(current + [piece]) > budget)
+            if full:
                 if current:
                     mb = _MicroBatch([], [], [], [], [])
                     for i, members in current:
@@ -688,7 +699,7 @@ class GRPOEngine:
         p_len = p_ok.sum(-1)
 
         if model is self.model and torch.is_grad_enabled():
-            tokens = int(p_ok.sum()) + int(comp_ok.sum())
+            tokens = len(prompts) * p_width + n * c_len  # padded: what the model actually runs
             self._set_checkpointed_layers(self._layers_to_recompute(tokens, int(comp_ok.sum())))
         prefix = _PrefixKV()
         positions = (p_ok.long().cumsum(-1) - 1).clamp(min=0)
@@ -719,7 +730,7 @@ class GRPOEngine:
     def activation_bytes_per_token_layer(self) -> int:
         """Rough fp32 bytes one token keeps per decoder layer for the backward (measured ~55 KB for SmolLM2)."""
         cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
-        hidden = int(cfg.hidden_size)
+        hidden = self._hidden_size()
         inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
         heads = int(cfg.num_attention_heads)
         kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
@@ -730,6 +741,16 @@ class GRPOEngine:
     def _param_bytes(self) -> int:
         return next(self.model.parameters()).element_size()
 
+    def _activation_bytes(self, tokens: int, completion_tokens: int) -> float:
+        """Estimated memory a micro-batch keeps for its backward: every layer's activations + the logits."""
+        vocab = self.lm_head.weight.shape[0]
+        return (tokens * self.activation_bytes_per_token_layer() * len(self.layers)
+                + completion_tokens * vocab * self._param_bytes())
+
+    def _hidden_size(self) -> int:
+        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        return int(cfg.hidden_size)
+
     def _layers_to_recompute(self, tokens: int, completion_tokens: int) -> int:
         """How many leading layers must recompute their activations to stay within activation_memory_mb."""
         n_layers = len(self.layers)
@@ -738,16 +759,11 @@ class GRPOEngine:
         if self.params.activation_memory_mb <= 0 or n_layers == 0:
             return 0
         per_layer = tokens * self.activation_bytes_per_token_layer()
-        hidden = int(self.model.config.get_text_config().hidden_size if hasattr(self.model.config, "get_text_config")
-                     else self.model.config.hidden_size)
-        kept_if_recomputed = tokens * hidden * self._param_bytes()  # a recomputed layer keeps only its input
-        vocab = self.lm_head.weight.shape[0]
-        # the whole stack, plus the logits buffer, plus one layer being recomputed in the backward
-        need = per_layer * n_layers + completion_tokens * vocab * self._param_bytes()
-        budget = self.params.activation_memory_mb * 2**20 - per_layer
+        need = self._activation_bytes(tokens, completion_tokens)
+        budget = self.params.activation_memory_mb * 2**20 - per_layer  # room for the layer being recomputed
         if need <= budget:
             return 0
-        saving = per_layer - kept_if_recomputed
+        saving = per_layer - tokens * self._hidden_size() * self._param_bytes()  # a recomputed layer keeps its input
         return min(n_layers, math.ceil((need - budget) / max(saving, 1)))
 
     def _set_checkpointed_layers(self, count: int) -> None:

@@ -76,7 +76,7 @@ def test_trainer_killed_mid_stage_resumes_and_silent_coordinator_stalls_nobody(t
     boot = f"/ip4/127.0.0.1/tcp/{base}/p2p/{coord_id}"
     coord_argv = CLI + ["coordinator", "--identity-path", str(coord_pem), "--host-maddrs",
                         f"/ip4/127.0.0.1/tcp/{base}", "--stage-seconds", "60", "--min-stage-seconds", "3",
-                        "--chain-mode", "off"]
+                        "--chain-mode", "off", "--state-file", str(tmp_path / "coordinator-state.json")]
     coordinator = Proc("coordinator", coord_argv, tmp_path / "coordinator.log", tmp_path).start()
     peers: list[Proc] = []
     try:
@@ -123,6 +123,8 @@ def test_trainer_killed_mid_stage_resumes_and_silent_coordinator_stalls_nobody(t
 
         # The coordinator comes back: the swarm moves on and trains again.
         coordinator.start()
+        wait_for(lambda: "starting round 2" in coordinator.text(), 120, "the coordinator to continue after round 1",
+                 [coordinator.p], logs)
         wait_for(lambda: all(len(steps_done(p.text(since_start=False))) > c for p, c in zip(peers, counts)), 300,
                  "training to resume after the coordinator returned", [coordinator.p] + [p.p for p in peers], logs)
     finally:

@@ -53,7 +53,13 @@ def test_model_modes_restored_and_no_autograd(tiny_model):
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
 
     model.eval()
-    evaluate(model, tokenizer, PROBLEMS[:1], max_new_tokens=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        evaluate(model, tokenizer, PROBLEMS[:1], max_new_tokens=2)
+        assert torch.get_num_threads() == 1  # the caller's thread count is left alone
+    finally:
+        torch.set_num_threads(threads)
     assert not any(m.training for m in model.modules())
 
 
