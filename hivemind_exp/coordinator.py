@@ -41,7 +41,6 @@ class Coordinator:
 
     def setup(self) -> None:
         from hivemind_exp.identity import ensure_identity, load_peer_id
-        from hivemind_exp.swarm.hivemind_transport import HivemindTransport
         from hivemind_exp.telemetry import setup_telemetry
 
         ensure_identity(self.s.identity_path)
@@ -57,7 +56,7 @@ class Coordinator:
             self.chain = build_client(self.s)
             log.info("chain mode %s: round/stage authority is contract %s", self.s.chain_mode,
                      self.chain.contract_address)
-        self.transport = HivemindTransport.start(settings)
+        self.transport = self._start_transport(settings)
         maddrs = self.transport.visible_maddrs()
         log.info("coordinator peer %s listening; peers join with --initial-peers %s", peer_id,
                  maddrs[0] if maddrs else "(none)")
@@ -70,6 +69,53 @@ class Coordinator:
             atomic_write_text(Path(self.s.bootnode_file), json.dumps({"peer_id": peer_id, "maddrs": maddrs}))
         print(f"coordinator ready: {' '.join(maddrs)}", flush=True)
         self._resume()
+
+    def _start_transport(self, settings: CoordinatorSettings) -> Any:
+        """Start the DHT; after a restart, rejoin the peers it knew, or the swarm would split in two."""
+        from hivemind_exp.swarm.hivemind_transport import HivemindTransport
+        from hivemind_exp.swarm.transport import SwarmStartupError
+
+        known = [m for m in self._load_state().get("peers", []) if isinstance(m, str)]
+        if known and not settings.initial_peers:
+            try:
+                transport = HivemindTransport.start(settings.model_copy(update={
+                    "initial_peers": known, "dht_startup_retries": 0, "dht_check_identity_free": False}))
+                log.info("rejoined %d peer address(es) known from %s", len(known), self.s.state_file)
+                return transport
+            except SwarmStartupError as err:
+                log.info("none of the peers known from the last run answered (%s); starting afresh",
+                         str(err).splitlines()[0])
+        return HivemindTransport.start(settings)
+
+    def _load_state(self) -> dict[str, Any]:
+        if not self.s.state_file or not Path(self.s.state_file).is_file():
+            return {}
+        import json
+
+        try:
+            data = json.loads(Path(self.s.state_file).read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError) as err:
+            log.warning("ignoring unreadable %s (%s)", self.s.state_file, err)
+            return {}
+
+    def _save_state(self) -> None:
+        if not self.s.state_file:
+            return
+        import json
+
+        from hivemind_exp.node_state import atomic_write_text
+
+        peers: list[str] = []
+        try:
+            for info in self.transport.list_peers(timeout=3):
+                peers.extend(m for m in info.maddrs if "/p2p/" in m)
+        except Exception as err:  # noqa: BLE001 - the peer list is a hint for restarts only
+            log.debug("list_peers failed: %s", err)
+        if not peers:
+            peers = self._load_state().get("peers", [])
+        atomic_write_text(Path(self.s.state_file),
+                          json.dumps({"round": self.round, "stage": self.stage, "peers": peers[:64]}))
 
     def _announce_on_chain(self, maddrs: list[str]) -> None:
         """List this bootnode on the contract (when allowed) so trainers can join with no --initial-peers."""
@@ -103,14 +149,12 @@ class Coordinator:
         self._begin_stage()
 
     def _saved_round(self) -> tuple[int, int] | None:
-        if self.s.state_file and Path(self.s.state_file).is_file():
-            import json
-
+        saved = self._load_state()
+        if "round" in saved and "stage" in saved:
             try:
-                data = json.loads(Path(self.s.state_file).read_text())
-                return int(data["round"]), int(data["stage"])
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                log.warning("ignoring unreadable %s (%s)", self.s.state_file, err)
+                return int(saved["round"]), int(saved["stage"])
+            except (TypeError, ValueError):
+                log.warning("ignoring bad round/stage in %s", self.s.state_file)
         # The record lives on the peers' DHT nodes; right after a restart the routing table is
         # still filling, so look a few times before concluding this is a new swarm.
         for attempt in range(4):
@@ -124,12 +168,7 @@ class Coordinator:
     def _begin_stage(self) -> None:
         self.stage_started = time.time()
         self.deadline = self.stage_started + self.s.stage_seconds
-        if self.s.state_file:
-            import json
-
-            from hivemind_exp.node_state import atomic_write_text
-
-            atomic_write_text(Path(self.s.state_file), json.dumps({"round": self.round, "stage": self.stage}))
+        self._save_state()
         self._publish()
         log.info("round %d stage %d started; deadline in %.0f s", self.round, self.stage, self.s.stage_seconds)
         if self.metrics:
@@ -182,6 +221,7 @@ class Coordinator:
                 last_publish = time.monotonic()
             elif time.monotonic() - last_publish >= self.s.republish_seconds:
                 self._publish()
+                self._save_state()
                 last_publish = time.monotonic()
         return 0
 

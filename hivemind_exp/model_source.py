@@ -144,10 +144,11 @@ def load_model_and_tokenizer(model: str, dtype: str = "float32", device: str = "
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
         lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - OSError, safetensors/JSON errors, bad configs: one clear message
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        first = (str(err).splitlines() or [type(err).__name__])[0]
         raise ModelSourceError(
-            f"Could not load model {model!r}: {str(err).splitlines()[0]}\n"
+            f"Could not load model {model!r} ({type(err).__name__}: {first})\n"
             + ("HF_HUB_OFFLINE=1 is set, so hub ids cannot be downloaded. " if offline else "")
             + "Use --model embedded (the default), a local checkpoint directory, or a reachable hub id."
         ) from None

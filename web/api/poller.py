@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 GOSSIP_PEERS_PER_POLL = 6
 REJOIN_AFTER = 5
+STOP_TIMEOUT_S = 10.0
 
 SwarmFactory = Callable[[list[str]], SwarmReader]
 ChainFactory = Callable[[], ChainReader]
@@ -91,12 +92,17 @@ class Poller:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: shutting down must never hang on a poll stuck in a worker thread.
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            if pending:
+                log.warning("%d polling task(s) did not stop within %.0fs", len(pending), STOP_TIMEOUT_S)
         self._tasks = []
         for reader in (self.swarm, self.chain):
             if reader is not None:
+                closing = asyncio.get_running_loop().run_in_executor(None, reader.close)
                 try:
-                    await asyncio.get_running_loop().run_in_executor(None, reader.close)
+                    await asyncio.wait_for(closing, STOP_TIMEOUT_S)
                 except Exception:
                     log.exception("closing %s failed", type(reader).__name__)
         for pool in self._pools.values():
@@ -114,10 +120,15 @@ class Poller:
             raise TimeoutError(f"the previous {source} poll is still running after {time.time() - held[1]:.0f}s")
         fut = self._pools[source].submit(fn)
         self._inflight[source] = (fut, time.time())
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"{source} poll took longer than {timeout:.0f}s") from None
+        wrapped = asyncio.wrap_future(fut)
+        # Retrieve the outcome even if nobody awaits it any more (no "never retrieved" noise).
+        wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())
+        # asyncio.wait, not wait_for: a timeout or a cancellation leaves the worker thread's
+        # call alone instead of waiting on it (it cannot be interrupted anyway).
+        done, _ = await asyncio.wait({wrapped}, timeout=timeout)
+        if not done:
+            raise TimeoutError(f"{source} poll took longer than {timeout:.0f}s")
+        return wrapped.result()
 
     async def _loop(self, source: str, interval: float, poll: Callable[[], Any]) -> None:
         while True:
