@@ -365,7 +365,8 @@ class TrainerNode:
             parsed = parser.parse(comps[best])
             final = extract_number(parsed.get("answer")) if stage != 2 else parsed.get("identify")
             outputs[prob.qid] = OutputRecord(completion=comps[best], final_answer=(final or None) and str(final)[:1024],
-                                             reward=float(rewards[best]), meta={"stage": stage})
+                                             reward=float(rewards[best]),
+                                             meta={"stage": stage, "question": prob.question[:300]})
         published = self.transport.publish_outputs(round_no, stage, outputs)
         self.transport.publish_reward(round_no, stage, float(result.mean_reward))
         if self.metrics:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hivemind_exp.data import Problem
-from hivemind_exp.game.answers import answers_match
+from hivemind_exp.game.answers import answers_match, extract_number
 from hivemind_exp.game.parser import Parsed, TagParser, stage_parser
 from hivemind_exp.game.prompts import DEFAULT_LIMITS, NONE, PromptLimits, resolve_choice, swarm_view
 
@@ -105,6 +105,18 @@ def format_reward(parsed: Parsed, ctx: RewardContext) -> float:
 def correctness_reward(parsed: Parsed, ctx: RewardContext) -> float:
     """1 when the number in <answer> equals the reference answer."""
     return float(answers_match(parsed.get("answer"), ctx.problem.answer))
+
+
+def loose_correctness_reward(parsed: Parsed, ctx: RewardContext) -> float:
+    """1 when the completion's final number is right even without an <answer> tag.
+
+    A 135M model rarely writes the tags at first; without this, every completion of a group
+    scores the same, the advantages are all zero and GRPO learns nothing. Weighted well
+    below tagged correctness so the tags still pay.
+    """
+    if parsed.get("answer") is not None:
+        return 0.0  # tagged answers are judged by correctness_reward alone
+    return float(answers_match(extract_number(parsed.text), ctx.problem.answer))
 
 
 def bare_number_reward(parsed: Parsed, ctx: RewardContext) -> float:
@@ -219,12 +231,14 @@ class Rubric:
 def stage_rubric(stage: int) -> Rubric:
     """The rubric of stage 1 (answer), 2 (critique) or 3 (decide)."""
     if stage == 1:
-        funcs = [(correctness_reward, 2.0), (format_reward, 0.5), (bare_number_reward, 0.25), (conciseness_reward, 0.25)]
+        funcs = [(correctness_reward, 2.0), (loose_correctness_reward, 0.5), (format_reward, 0.5),
+                 (bare_number_reward, 0.25), (conciseness_reward, 0.25)]
     elif stage == 2:
         funcs = [(identify_correct_reward, 1.5), (format_reward, 0.5), (identify_valid_reward, 0.25), (conciseness_reward, 0.25)]
     elif stage == 3:
         funcs = [
             (correctness_reward, 2.0),
+            (loose_correctness_reward, 0.5),
             (majority_reward, 1.0),
             (format_reward, 0.5),
             (bare_number_reward, 0.25),

@@ -84,7 +84,7 @@ def test_stage1_rubric_totals_and_breakdown() -> None:
     rubric = stage_rubric(1)
     ctx = reward_context(1, PROBLEM)
     detail = rubric.score_detailed([GOOD1, WRONG1, UNTAGGED1, EMPTY, HUGE], ctx)
-    total_weight = sum(w for _, w in rubric.funcs)
+    total_weight = sum(w for f, w in rubric.funcs if f.__name__ != "loose_correctness_reward")
     assert detail.totals[0] == pytest.approx(total_weight)  # perfect answer earns every point
     assert detail.totals[0] > detail.totals[1] > detail.totals[2]
     assert detail.totals[3] == pytest.approx(0.25)  # empty: only "not too long"
@@ -173,7 +173,7 @@ def test_majority_and_stage3_rewards() -> None:
 
     rubric = stage_rubric(3)
     r = rubric.score([decide(NAMES[A]), decide(NAMES[B]), decide(NAMES[A], "50"), EMPTY, HUGE], ctx)
-    assert r[0] == pytest.approx(sum(w for _, w in rubric.funcs))
+    assert r[0] == pytest.approx(sum(w for f, w in rubric.funcs if f.__name__ != "loose_correctness_reward"))
     assert r[0] > r[1] > r[2] > r[3]
 
 
@@ -279,3 +279,20 @@ def test_every_stage_scores_bad_input_fast_and_finite() -> None:
         for values in detail.per_function.values():
             assert all(0.0 <= v <= 1.0 for v in values)
     assert time.perf_counter() - start < 5.0
+
+
+def test_untagged_right_answer_earns_a_little_so_groups_differ():
+    from hivemind_exp.data import Problem
+    from hivemind_exp.game.rewards import loose_correctness_reward, reward_context, stage_rubric
+
+    prob = Problem(qid="q", question="What is 3 + 4?", answer="7")
+    ctx = reward_context(1, prob)
+    untagged_right, untagged_wrong = "3 plus 4 makes 7", "3 plus 4 makes 8"
+    tagged_right = "<think>3+4</think>\n<answer>7</answer>"
+    rubric = stage_rubric(1)
+    right, wrong, tagged = rubric.score([untagged_right, untagged_wrong, tagged_right], ctx)
+    assert right > wrong  # a real signal even before the model learns the tags
+    assert tagged > right  # and the tagged right answer still pays most
+    parsed = rubric.parser.parse(tagged_right) if hasattr(rubric, "parser") else None
+    if parsed is not None:
+        assert loose_correctness_reward(parsed, ctx) == 0.0  # no double credit for tagged answers

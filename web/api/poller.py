@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 GOSSIP_PEERS_PER_POLL = 6
 REJOIN_AFTER = 5
 STOP_TIMEOUT_S = 10.0
+JOIN_TIMEOUT_S = 90.0
 
 SwarmFactory = Callable[[list[str]], SwarmReader]
 ChainFactory = Callable[[], ChainReader]
@@ -173,12 +174,24 @@ class Poller:
             local = LocalNode(reason=f"cannot read the local trainer's data: {type(exc).__name__}: {exc}")
         self.state.set_local(local)
 
+        if self.swarm is None:
+            if not peers:
+                raise RuntimeError("no DHT peers to join: set RLSWARM_INITIAL_PEERS (multiaddrs) or configure "
+                                   "the chain so its bootnodes can be read")
+            # Joining starts a DHT process (seconds, more on a busy machine): its own, longer limit.
+            try:
+                self.swarm = await self._run_blocking("dht", lambda: self._swarm_factory(peers),
+                                                      max(JOIN_TIMEOUT_S, 3 * self.settings.dht_timeout))
+            except TimeoutError:
+                # The join goes on in its thread; a client it makes that late is closed, not leaked.
+                late = self._inflight["dht"][0]
+                late.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
+                                       else f.result().close())
+                raise
+            log.info("joined the swarm DHT via %s", ", ".join(peers))
+
         def work() -> Any:
-            if self.swarm is None:
-                if not peers:
-                    raise RuntimeError("no DHT peers to join: set RLSWARM_INITIAL_PEERS (multiaddrs) or configure "
-                                       "the chain so its bootnodes can be read")
-                self.swarm = self._swarm_factory(peers)
+            assert self.swarm is not None
             return self.swarm.poll(rounds, sample)
 
         try:

@@ -132,10 +132,9 @@ async def _read_capped_body(request: Request, limit: int) -> bytes | None:
 def create_app(settings: DashboardSettings | None = None, *, swarm_factory: SwarmFactory | None = None,
                chain_factory: ChainFactory | None = None) -> FastAPI:
     """The dashboard app. Factories default to the real DHT and contract readers."""
-    from api.settings import DashboardSettings as _Settings
     from hivemind_exp.settings_base import load_settings
 
-    cfg = settings if settings is not None else load_settings(_Settings)
+    cfg = settings if settings is not None else load_settings(DashboardSettings)
     state = DashboardState(history_rounds=cfg.history_rounds, max_peers=cfg.max_peers, gossip_size=cfg.gossip_size,
                            login_url=cfg.login_origin)
     poller = Poller(cfg, state, swarm_factory or default_swarm_factory(cfg),
