@@ -20,6 +20,7 @@ stage it finished (the node state says which).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import threading
@@ -161,8 +162,11 @@ class TrainerNode:
         path, profile = choose_profile(self.s.model, device, self.s.config)
         log.info("device %s, profile %s", device, path)
         self.questions_per_round = self.s.questions_per_round or profile.questions_per_round
-        params = GRPOParams.from_mapping({**profile.grpo.model_dump(), "seed": self.s.swarm_seed},
-                                         source=str(path))
+        # Each peer samples with its own seed: identical seeds make identical peers, and a swarm of
+        # clones shares nothing worth learning from.
+        peer_seed = int.from_bytes(hashlib.sha256(f"{self.s.swarm_seed}:{self.state.peer_id}".encode()).digest()[:4], "big")
+        params = GRPOParams.from_mapping({**profile.grpo.model_dump(), "seed": peer_seed,
+                                          "num_threads": self.s.torch_threads}, source=str(path))
         latest = self._latest_checkpoint()
         if latest is not None:
             log.info("resuming from checkpoint %s (finished round %s stage %s)", latest,

@@ -78,6 +78,8 @@ class LauncherSettings(CommonSettings, ModelSettings):
                                    "(0 = none); ignored when OTEL_EXPORTER_OTLP_ENDPOINT is set")
     stage_seconds: float = Field(120.0, gt=5, description="stage deadline: the coordinator advances after this long "
                                  "(or earlier, once every live peer has published)")
+    min_stage_seconds: float = Field(5.0, ge=0, description="a stage lasts at least this long, even when every peer "
+                                     "has published early")
     max_rounds: int | None = Field(None, ge=1, description="stop the swarm after this many rounds (default: run until stopped)")
     restart_policy: Literal["never", "on-failure"] = Field(
         "never", description="what to do when a service dies: never (stop everything) or on-failure (restart it, "
@@ -106,6 +108,8 @@ class TrainerSettings(CommonSettings, ModelSettings, SwarmSettings, ChainSetting
     swarm_seed: int = Field(42, description="seed that fixes every round's questions (same on every peer)")
     questions_per_round: int | None = Field(None, ge=1, le=256,
                                             description="questions per round (default: from the device profile)")
+    torch_threads: int = Field(0, ge=0, le=1024, description="CPU threads for torch (0 = every CPU this process may "
+                               "use); `rl-swarm up` splits the CPUs among its local peers")
     keep_checkpoints: int = Field(2, ge=1, le=100, description="how many stage checkpoints to keep")
     max_rounds: int | None = Field(None, ge=1, description="stop after finishing this many rounds (default: never)")
     stage_stale_seconds: float = Field(

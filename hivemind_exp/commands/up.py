@@ -117,6 +117,7 @@ class Plan:
 
     def specs(self):
         from hivemind_exp.launcher import ServiceSpec, http_ready, log_ready
+        from hivemind_exp.trainer.threads import available_cpus
 
         s = self.s
         specs = []
@@ -132,7 +133,7 @@ class Plan:
                 ready_what=f"anvil on port {s.anvil_port} and the contract deployment", ready_timeout=s.ready_timeout))
         coord = self.py + ["coordinator", "--identity-path", str(self.coord_identity),
                            "--host-maddrs", f"/ip4/127.0.0.1/tcp/{s.coordinator_port}",
-                           "--stage-seconds", str(s.stage_seconds),
+                           "--stage-seconds", str(s.stage_seconds), "--min-stage-seconds", str(s.min_stage_seconds),
                            "--state-file", str(self.run_dir / "coordinator" / "state.json")] + self.metrics_port(0)
         if s.chain:
             coord += ["--chain-mode", "wallet", "--wallet-key-file", str(self.coord_key_file)] + self.chain_args()
@@ -158,6 +159,8 @@ class Plan:
                               "--host-maddrs", f"/ip4/127.0.0.1/tcp/{p['port']}",
                               "--initial-peers", self.coord_maddr, "--coordinator-peer-id", self.coord_peer_id]
             argv += self.model_args() + self.metrics_port(i + 1)
+            # Peers on one machine split its CPUs: oversubscribed OpenMP threads spin and run far slower.
+            argv += ["--torch-threads", str(max(1, available_cpus() // max(1, s.num_peers)))]
             if s.max_rounds:
                 argv += ["--max-rounds", str(s.max_rounds)]
             if s.chain:

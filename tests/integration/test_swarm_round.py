@@ -97,7 +97,8 @@ def test_local_swarm_plays_a_full_round_on_chain(tmp_path, tiny_model_dir, tiny_
     anvil_port = free_port()
     run_dir, logs = tmp_path / "run", tmp_path / "logs"
     argv = CLI + ["up", "--num-peers", "3", "--model", str(tiny_model_dir), "--config", str(tiny_profile),
-                  "--dataset", "generated", "--stage-seconds", "120", "--no-login", "--no-dashboard",
+                  "--dataset", "generated", "--stage-seconds", "120", "--min-stage-seconds", "20",
+                  "--no-login", "--no-dashboard",
                   "--metrics-base-port", "0", "--anvil-port", str(anvil_port), "--coordinator-port", str(base),
                   "--peer-base-port", str(base + 1), "--run-dir", str(run_dir), "--logs-dir", str(logs)]
     out = tmp_path / "up.out"
@@ -138,12 +139,25 @@ def test_local_swarm_plays_a_full_round_on_chain(tmp_path, tiny_model_dir, tiny_
         wait_for(lambda: all(reader.reward_on_chain(0, s, p) for s in (0, 1, 2) for p in peer_ids)
                  and all(reader.winners_on_chain(0, p) for p in voters), 120, "submissions on chain",
                  [proc], all_logs)
-        totals = dict(zip(peer_ids, reader.total_rewards(peer_ids)))
-        for p in peer_ids:
-            assert totals[p] == sum(points_to_chain(rewards[s][p]) for s in (1, 2, 3)), (p, totals[p], rewards)
+        # Round 0 on chain is exactly what each trainer published for it on the DHT ...
+        eoas = {p: reader.eoa_of(p) for p in peer_ids}
+        for s in (1, 2, 3):
+            on_chain = reader.round_stage_rewards(0, s - 1, [eoas[p] for p in peer_ids])
+            assert on_chain == [points_to_chain(rewards[s][p]) for p in peer_ids], (s, on_chain, rewards[s])
         votes = [w for ws in winners.values() for w in ws]
         for p in peer_ids:
-            assert reader.total_wins(p) == votes.count(p)
+            assert reader.peer_vote_count(0, p) == votes.count(p)
+        # ... and getTotalRewards is the sum over every (round, stage) submitted so far. The swarm
+        # keeps playing meanwhile, so read both sides until they describe the same moment.
+        for _ in range(10):
+            current = reader.current_round()
+            totals = reader.total_rewards(peer_ids)
+            summed = [sum(reader.round_stage_rewards(r, st, [eoas[p]])[0] for r in range(current + 1) for st in (0, 1, 2))
+                      for p in peer_ids]
+            if totals == summed and reader.current_round() == current:
+                break
+            time.sleep(1)
+        assert totals == summed, (totals, summed)
     finally:
         if client is not None:
             client.close()

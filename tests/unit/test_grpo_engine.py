@@ -341,3 +341,19 @@ def test_save_and_load_round_trip_model_optimizer_and_sampler(tmp_path: Path) ->
 def test_load_reports_a_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="No GRPO checkpoint"):
         GRPOEngine.load(tmp_path / "nothing-here")
+
+
+def test_sampler_draws_from_the_softmax_and_respects_top_p() -> None:
+    model, tok = make_tiny_model()
+    engine = GRPOEngine(model, tok, GRPOParams(temperature=0.5, seed=3))
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    draws = engine._sample(logits.repeat_interleave(20_000, 0), greedy=False).view(2, -1)
+    expected = torch.softmax(logits / 0.5, -1)
+    for row in range(2):
+        freq = torch.bincount(draws[row], minlength=5).double() / draws.shape[1]
+        assert torch.allclose(freq, expected[row].double(), atol=0.015), (row, freq, expected[row])
+    assert not (draws[0] == 4).any()  # a token with ~0 probability is never drawn
+    nucleus = GRPOEngine(model, tok, GRPOParams(temperature=0.5, top_p=0.9, seed=3))
+    kept = nucleus._sample(logits[:1].repeat_interleave(5_000, 0), greedy=False)
+    assert set(kept.tolist()) == {0, 1}  # p = 0.865, 0.117, 0.016, ...: the top two are the first to cover 0.9
+    assert engine._sample(logits, greedy=True).tolist() == [0, 0]

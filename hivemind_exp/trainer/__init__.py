@@ -1,0 +1,12 @@
+"""The fast GRPO step a swarm node runs once per stage.
+
+- ``grpo``     ``GRPOEngine`` (batched sampling with a KV cache, one policy update per step,
+               save/load), ``GRPOParams`` (validated sizes and hyper-parameters from the device
+               profile), ``StepResult``, ``group_advantages``.
+- ``threads``  how many CPU threads torch should use: the CPUs this process may run on
+               (``available_cpus``, ``configure_torch_threads``), and ``ThreadTuner``, which
+               times 1 thread against all of them when other processes compete for the cores.
+
+``bench/grpo_step.py`` measures the engine against stock ``trl.GRPOTrainer``.
+Nothing here imports torch at import time.
+"""
