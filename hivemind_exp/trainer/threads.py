@@ -62,7 +62,8 @@ class ThreadTuner:
     for a sibling the scheduler has parked, and two threads can run 5-10x slower than one
     (measured on the shared 2-core dev box). On an idle machine all cores win. So the tuner
     times each candidate (all CPUs, or 1), keeps a running cost per unit of work, uses the
-    cheaper one, and re-tries the other every `reprobe_every` choices in case the load changed.
+    cheaper one, and re-tries the other every `reprobe_every` choices in case the load changed
+    (less often the worse the other one was: a probe at 10x the cost must be rare).
     """
 
     def __init__(self, max_threads: int, reprobe_every: int = 24):
@@ -70,6 +71,7 @@ class ThreadTuner:
         self.reprobe_every = max(2, reprobe_every)
         self.cost: dict[int, float] = {}  # seconds per unit of work, smoothed
         self._choices = 0
+        self._next_probe = self.reprobe_every
 
     def best(self) -> int:
         if not self.cost:
@@ -84,8 +86,10 @@ class ThreadTuner:
         unmeasured = [n for n in self.candidates if n not in self.cost]
         if unmeasured:
             n = unmeasured[0]
-        elif self._choices % self.reprobe_every == 0:
+        elif self._choices >= self._next_probe:
             n = next(c for c in self.candidates if c != self.best())
+            worst_over_best = max(self.cost.values()) / max(min(self.cost.values()), 1e-12)
+            self._next_probe = self._choices + self.reprobe_every * int(min(8.0, max(1.0, worst_over_best)))
         else:
             n = self.best()
         if torch.get_num_threads() != n:

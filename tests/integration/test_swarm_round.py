@@ -177,5 +177,5 @@ def test_local_swarm_plays_a_full_round_on_chain(tmp_path, tiny_model_dir, tiny_
     while [p for p in pids if group_alive(p)] and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not [p for p in pids if group_alive(p)], "processes left running after Ctrl-C"
-    with socket.socket() as s:  # anvil (its own session) is gone too
-        s.bind(("127.0.0.1", anvil_port))
+    with socket.socket() as s:  # anvil (its own session) is gone too: nothing accepts on its port
+        assert s.connect_ex(("127.0.0.1", anvil_port)) != 0, "anvil still running after Ctrl-C"

@@ -357,3 +357,37 @@ def test_sampler_draws_from_the_softmax_and_respects_top_p() -> None:
     kept = nucleus._sample(logits[:1].repeat_interleave(5_000, 0), greedy=False)
     assert set(kept.tolist()) == {0, 1}  # p = 0.865, 0.117, 0.016, ...: the top two are the first to cover 0.9
     assert engine._sample(logits, greedy=True).tolist() == [0, 0]
+
+
+# ---------------------------------------------------------------------------- threads
+
+
+def test_available_cpus_and_thread_tuner_pick_the_faster_count() -> None:
+    import os
+
+    from hivemind_exp.trainer.threads import ThreadTuner, available_cpus, configure_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
+        assert configure_torch_threads(1) == 1 and torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="num_threads must be >= 0"):
+            configure_torch_threads(-1)
+
+        tuner = ThreadTuner(max_threads=4, reprobe_every=4)
+        first, second = tuner.choose(), tuner.choose() if tuner.record(4, 10.0, 1) is None else 0
+        assert (first, second) == (4, 1)  # each candidate is measured once
+        tuner.record(1, 1.0, 1)  # 1 thread 10x cheaper (a contended machine)
+        picks = []
+        for _ in range(80):
+            n = tuner.choose()
+            picks.append(n)
+            tuner.record(n, 10.0 if n == 4 else 1.0, 1)
+        assert torch.get_num_threads() == picks[-1]
+        assert picks.count(1) > 70 and 0 < picks.count(4) <= 3  # re-probed, rarely since it was 10x worse
+        for _ in range(6):  # the load goes away: 4 threads become cheaper and win after a probe
+            tuner.record(4, 0.2, 1)
+        assert tuner.best() == 4
+        assert ThreadTuner(max_threads=1).choose() == 1
+    finally:
+        torch.set_num_threads(before)
