@@ -429,7 +429,7 @@ class TrainerNode:
                            max_new_tokens=self.engine.params.max_completion_length)
             log.info("round %d evaluation on %d held-out problems: accuracy %.3f, format %.3f", round_no, res.n,
                      res.accuracy, res.format_rate)
-            if self.metrics and hasattr(self.metrics, "record_eval"):
+            if self.metrics:
                 self.metrics.record_eval(res.accuracy, res.format_rate)
         if self.s.push_to_hub and self.state.checkpoint:
             from hivemind_exp.hub import push_checkpoint

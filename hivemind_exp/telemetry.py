@@ -294,6 +294,10 @@ class TrainerMetrics:
             unit="s",
             description="seconds since the last checkpoint was saved",
         )
+        self._eval_accuracy = meter.create_gauge(
+            "rlswarm.trainer.eval.accuracy", description="accuracy on the held-out set at the last evaluation")
+        self._eval_format = meter.create_gauge(
+            "rlswarm.trainer.eval.format_rate", description="share of held-out answers in the tagged format")
         self._outbox = meter.create_gauge(
             "rlswarm.trainer.outbox.depth", unit="{call}", description="contract calls waiting in the durable outbox"
         )
@@ -350,6 +354,10 @@ class TrainerMetrics:
     def mark_checkpoint(self, saved_at: float | None = None) -> None:
         """A checkpoint was saved (now, or at unix time `saved_at` when resuming)."""
         self._checkpoint.mark({}, saved_at)
+
+    def record_eval(self, accuracy: float, format_rate: float) -> None:
+        self._eval_accuracy.set(float(accuracy))
+        self._eval_format.set(float(format_rate))
 
     def set_outbox_depth(self, depth: int) -> None:
         self._outbox.set(_check_count(int(depth), "outbox depth"))
