@@ -49,7 +49,7 @@ def assert_one_error_line(proc: subprocess.CompletedProcess[str], code: int, *ne
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
     for needle in needles:
-        assert needle in errors[0], errors[0]
+        assert needle.lower() in errors[0].lower(), errors[0]
     return errors[0]
 
 
