@@ -111,13 +111,14 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     questions = load_questions(args.dataset, PROMPTS_PER_STEP * (args.steps + args.warmup))
     model, tokenizer = load_model_and_tokenizer(args.model, progress=False)
     n_params = sum(p.numel() for p in model.parameters())
+    budget = {} if args.activation_memory_mb is None else {"activation_memory_mb": args.activation_memory_mb}
     params = GRPOParams(num_generations=NUM_GENERATIONS, max_completion_length=args.max_completion_length,
                         max_prompt_length=512, learning_rate=5e-6, temperature=1.0, beta=0.0,
                         micro_batch_size=args.micro_batch_size, generation_batch_size=32,
-                        num_threads=args.threads, seed=0)
+                        num_threads=args.threads, seed=0, **budget)
     engine = GRPOEngine(model, tokenizer, params)
-    log(f"ours: {n_params / 1e6:.1f}M parameters, {engine.num_threads} threads, micro_batch_size "
-        f"{params.micro_batch_size}")
+    log(f"ours: {n_params / 1e6:.1f}M parameters, up to {engine.num_threads} threads, micro_batch_size "
+        f"{params.micro_batch_size}, activation_memory_mb {params.activation_memory_mb}")
 
     def batch(k: int) -> list[dict[str, str]]:
         return questions[k * PROMPTS_PER_STEP:(k + 1) * PROMPTS_PER_STEP]
@@ -142,13 +143,19 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     tokens = sum(s["tokens"] for s in steps)
     seconds = sum(s["seconds"] for s in steps)
     flops = sum(6 * n_params * s["trained_tokens"] + 2 * n_params * s["tokens"] for s in steps)
+    chosen = {kind: tuner.best() for kind, tuner in engine.tuners.items()}
+    if chosen:
+        log(f"ours: thread counts the tuner settled on: {chosen}")
     return {"tok_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "steps": steps,
             "flops_per_s": flops / seconds, "params": n_params, "peak_rss_mb": peak_rss_mb(),
-            "threads": engine.num_threads}
+            "threads": engine.num_threads, "tuned_threads": chosen}
 
 
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, not ours to fix
 
     import torch
     from datasets import Dataset
@@ -209,11 +216,15 @@ def run_worker(kind: str, args: argparse.Namespace) -> dict[str, Any]:
            "--trl-steps", str(args.trl_steps), "--warmup", str(args.warmup), "--model", args.model,
            "--max-completion-length", str(args.max_completion_length), "--threads", str(args.threads),
            "--micro-batch-size", str(args.micro_batch_size), "--dataset", str(args.dataset)]
+    if args.activation_memory_mb is not None:
+        cmd += ["--activation-memory-mb", str(args.activation_memory_mb)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     result = None
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX):])
+        elif line.strip():
+            print(f"  [{kind}] {line}", file=sys.stderr)  # e.g. the Trainer's own log lines
     if proc.returncode != 0 or result is None:
         raise SystemExit(f"{kind} benchmark worker failed (exit {proc.returncode}); its errors are above")
     return result
@@ -229,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="embedded", help="model for both sides [embedded = SmolLM2-135M-Instruct]")
     parser.add_argument("--max-completion-length", type=int, default=128, help="new tokens per completion [128]")
     parser.add_argument("--micro-batch-size", type=int, default=8, help="GRPOEngine sequences per forward/backward [8]")
+    parser.add_argument("--activation-memory-mb", type=int, default=None,
+                        help="GRPOEngine activation budget per micro-batch [GRPOParams default]")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides; 0 = available CPUs [0]")
     parser.add_argument("--dataset", type=Path, default=GSM8K, help=f"GSM8K JSONL [{GSM8K}]")
     parser.add_argument("--skip-trl", action="store_true", help="only run our engine (no ratio)")

@@ -444,7 +444,7 @@ class GRPOEngine:
         cache = StaticCache(config=self.model.config, max_cache_len=kv_len)
         self._use_best_threads("train")  # a pre-fill is bulk work like a training micro-batch
         hidden = self._backbone(self.backbone, ids, _prefill_mask(key_ok, width), positions, cache)
-        logits = self.lm_head(hidden[:, -1])
+        logits = self._head_logits(hidden[:, -1])
 
         rep = torch.tensor(repeats, dtype=torch.long, device=dev)
         if any(r != 1 for r in repeats):
@@ -486,11 +486,20 @@ class GRPOEngine:
             key_ok[:, width + t] = True
             hidden = self._backbone(self.backbone, token.to(dev)[:, None], key_ok[:, None, None, :],
                                     next_pos[:, None], cache)
-            logits = self.lm_head(hidden[:, -1])
+            logits = self._head_logits(hidden[:, -1])
             next_pos = next_pos + 1
             if tuner:
                 tuner.record(threads, time.perf_counter() - tick, len(row_id))
         return [tokens[r, : int(out_len[r])].tolist() for r in range(rows)]
+
+    def _head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head for a few rows. `W @ h.T` streams the [vocab, hidden] weight once; on CPU (MKL)
+        it ran 2-3x faster than `F.linear(h, W)` for 4-16 rows (16 vs 33 ms per decode step here)."""
+        weight = self.lm_head.weight
+        logits = (weight @ hidden.t()).t()
+        if getattr(self.lm_head, "bias", None) is not None:
+            logits = logits + self.lm_head.bias
+        return logits.contiguous()
 
     def _use_best_threads(self, kind: str) -> None:
         tuner = self.tuners.get(kind)

@@ -101,11 +101,17 @@ def test_trainer_killed_mid_stage_resumes_and_silent_coordinator_stalls_nobody(t
         victim.start()
         wait_for(lambda: "resuming from checkpoint" in victim.text(), 120, "peer2 restart", [victim.p], logs)
         assert re.search(r"finished round 0 stage 1", victim.text()), victim.text()[-2000:]
+        wait_for(lambda: re.search(r"round 0 stage [23]: training on", victim.text()), 300,
+                 "peer2 to train again after its restart", [coordinator.p, victim.p], logs)
+        # While peer2 was down the other two could finish stage 2 and the coordinator move on
+        # without it (a dead peer stalls nobody); only then may the restarted node skip stage 2.
+        stage2_over = "round 0 stage 3 started" in coordinator.text()
         wait_for(lambda: all("round 0 winners" in p.text(since_start=False) for p in peers), 400,
                  "round 0 to finish on every peer", [coordinator.p] + [p.p for p in peers], logs)
         after = steps_done(victim.text())
         assert (0, 1) not in after, "the restarted node redid a stage it had finished"
-        assert {(0, 2), (0, 3)} <= set(after), after
+        assert (0, 3) in after, after
+        assert (0, 2) in after or stage2_over, f"skipped stage 2 while it was still running: {after}"
         assert victim.text().count("round 0 winners") == 1
 
         # --- 2. the coordinator goes silent past the stage deadline: nobody crashes or trains ------

@@ -244,6 +244,23 @@ def test_equal_rewards_give_zero_advantage_and_leave_the_weights_alone() -> None
     assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in model.parameters())
 
 
+def test_kl_term_with_beta_keeps_pulling_toward_the_reference() -> None:
+    model, tok, _ = _eos_prone()
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=4, max_completion_length=6, learning_rate=1e-3,
+                                               beta=0.5))
+    assert engine.ref_model is not None and engine.ref_model is not model
+    first = engine.step(CHAT, _length_reward)
+    assert first.grad_norm > 0
+    moved = _snapshot(model)
+    # Equal rewards: no advantage, but the policy now differs from the reference, so the KL
+    # term gives a positive loss and a gradient; no group may be skipped.
+    second = engine.step(CHAT, lambda i, comps: [0.0] * len(comps))
+    assert second.skipped_groups == 0 and second.loss > 0 and second.grad_norm > 0
+    assert any(not torch.equal(moved[k], v) for k, v in model.state_dict().items())
+    for k, v in engine.ref_model.state_dict().items():
+        assert not v.requires_grad
+
+
 def test_reward_function_errors_name_the_problem() -> None:
     model, tok = make_tiny_model()
     engine = GRPOEngine(model, tok, GRPOParams(num_generations=2, max_completion_length=3))
@@ -392,3 +409,14 @@ def test_available_cpus_and_thread_tuner_pick_the_faster_count() -> None:
         assert ThreadTuner(max_threads=1).choose() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_tiny_model_dir_is_a_loadable_checkpoint(tiny_model_dir: Path) -> None:
+    from hivemind_exp.model_source import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(tiny_model_dir), progress=False)
+    reference, _ = make_tiny_model()
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
+    assert tok.eos_token == "<|im_end|>" and tok.padding_side == "left"
+    for k, v in reference.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k  # same seed, same weights
