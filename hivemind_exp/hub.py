@@ -16,17 +16,24 @@ class HubError(RuntimeError):
     pass
 
 
-def check_write_token(token: str, repo_id: str) -> str:
-    """Return the account name; raise HubError saying what is wrong with the token."""
+def check_write_token(token: str, repo_id: str, endpoint: str | None = None) -> str:
+    """Return the account name; raise HubError saying what is wrong with the token.
+
+    `endpoint` defaults to HF_ENDPOINT (https://huggingface.co); tests point it at a local fake.
+    """
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    api = HfApi(token=token)
+    if not token:
+        raise HubError("--push-to-hub needs HF_TOKEN (env or .env): create a token with write access at "
+                       "https://huggingface.co/settings/tokens")
+    api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.whoami()
     except HfHubHTTPError as err:
-        raise HubError(f"HF_TOKEN was rejected by the hub ({err.response.status_code if err.response is not None else '?'}): "
-                       "create a token with write access at https://huggingface.co/settings/tokens") from None
+        status = err.response.status_code if err.response is not None else "?"
+        raise HubError(f"HF_TOKEN was rejected by the hub (HTTP {status}): create a token with write access at "
+                       "https://huggingface.co/settings/tokens") from None
     except Exception as err:  # noqa: BLE001 - network failures of any kind
         raise HubError(f"cannot reach the Hugging Face hub to check HF_TOKEN ({type(err).__name__}: {err}); "
                        "unset --push-to-hub to train without pushing") from None
@@ -36,12 +43,14 @@ def check_write_token(token: str, repo_id: str) -> str:
     if role == "read":
         raise HubError(f"HF_TOKEN of {name} is read-only: --push-to-hub needs a token with write access")
     if role == "fineGrained":
-        scoped = access.get("fineGrained", {}).get("scoped", [])
+        # A fine-grained token writes where one of its scopes grants repo.write on the target
+        # repo or on its owner (the user or organisation).
         owner = repo_id.split("/")[0]
-        ok = any("repo.write" in s.get("permissions", []) and s.get("entity", {}).get("name") in (owner, repo_id)
-                 for s in scoped)
-        if not ok and not access.get("fineGrained", {}).get("canReadGatedRepos", False) and scoped:
-            raise HubError(f"HF_TOKEN of {name} has no write permission on {repo_id}")
+        scoped = (access.get("fineGrained") or {}).get("scoped") or []
+        if not any("repo.write" in (s.get("permissions") or []) and (s.get("entity") or {}).get("name") in (owner, repo_id)
+                   for s in scoped):
+            raise HubError(f"HF_TOKEN of {name} is fine-grained without repo.write on {repo_id} or {owner}: "
+                           "add that permission to the token or use a write token")
     return name
 
 

@@ -68,6 +68,7 @@ class TrainerNode:
         self.metrics: Any = None
         self.telemetry: Any = None
         self.held_out: list[Problem] = []
+        self.evaluation: Any = None  # latest EvalSummary, repeated in every heartbeat
         self.questions_per_round = 1
         self._last_clock: StageClock | None = None
         self._wait_note: tuple[Any, ...] | None = None
@@ -175,6 +176,7 @@ class TrainerNode:
         else:
             model, tokenizer = load_model_and_tokenizer(self.s.model, dtype=profile.dtype, device=device)
             self.engine = GRPOEngine(model, tokenizer, params, device=device)
+        self.engine.should_stop = self.stop.is_set
 
     def _setup_dataset(self) -> None:
         self.dataset = open_source(self.s.dataset, self.s.dataset_path, seed=self.s.swarm_seed)
@@ -348,7 +350,15 @@ class TrainerNode:
             log.info("round %d stage %d: training on %d question(s) with %d peer answer(s) each", round_no, stage,
                      len(problems), peers_seen)
         t0 = time.monotonic()
-        result = self.engine.step(prompts, lambda i, comps: rubric.score(comps, contexts[i]))
+        from hivemind_exp.trainer.grpo import StepInterrupted
+
+        try:
+            result = self.engine.step(prompts, lambda i, comps: rubric.score(comps, contexts[i]))
+        except StepInterrupted as err:
+            # Nothing was published or saved for this stage, so a restart redoes it from the checkpoint.
+            log.info("round %d stage %d: %s after %.1f s; a restart redoes this stage", round_no, stage, err,
+                     time.monotonic() - t0)
+            return False
         step_seconds = time.monotonic() - t0
         log.info("round %d stage %d: GRPO step done in %.1f s: mean reward %.3f, loss %.4f, %d completion tokens "
                  "(%.1f tok/s)", round_no, stage, step_seconds, result.mean_reward, result.loss,
@@ -429,6 +439,11 @@ class TrainerNode:
                            max_new_tokens=self.engine.params.max_completion_length)
             log.info("round %d evaluation on %d held-out problems: accuracy %.3f, format %.3f", round_no, res.n,
                      res.accuracy, res.format_rate)
+            from hivemind_exp.swarm.records import EvalSummary
+
+            # The heartbeat thread carries it to dashboards from its next beat on.
+            self.evaluation = EvalSummary(round=round_no, accuracy=float(res.accuracy),
+                                          format_rate=float(res.format_rate), problems=res.n, at=time.time())
             if self.metrics:
                 self.metrics.record_eval(res.accuracy, res.format_rate)
         if self.s.push_to_hub and self.state.checkpoint:
@@ -468,7 +483,7 @@ class TrainerNode:
         name = peer_name(self.state.peer_id)
         while not self.stop.is_set():
             try:
-                self.transport.heartbeat(name=name, wallet=wallet)
+                self.transport.heartbeat(name=name, wallet=wallet, evaluation=self.evaluation)
                 if self.metrics:
                     self.metrics.set_dht_peers(len(self.transport.list_peers(timeout=5)))
                     drops = self.transport.drop_counts()

@@ -7,7 +7,7 @@ Map of the package:
 - ``hivemind_transport``  `HivemindTransport`: the implementation over hivemind 1.1.12 (chunked
                           small messages, deadlines, dead/stalled DHT process restart).
 - ``settings``            `SwarmSettings`: listen/announce addresses, bootnodes, identity, limits.
-- ``records``             public models (`OutputRecord`, `RoundState`, `PeerInfo`), the strict wire
+- ``records``             public models (`OutputRecord`, `RoundState`, `PeerInfo`, `EvalSummary`), the strict wire
                           schemas, chunking with a sha256 manifest, and `DropCounter`.
 - ``keys``                DHT key names and ``<tag>[owner:KEY]`` signed subkeys.
 - ``validator``           the record validator running inside the DHT process (imports hivemind;

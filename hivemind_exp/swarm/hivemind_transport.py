@@ -40,6 +40,7 @@ from hivemind_exp.swarm import keys
 from hivemind_exp.swarm.records import (
     ChunkWire,
     DropCounter,
+    EvalSummary,
     HeartbeatWire,
     ManifestWire,
     OutputRecord,
@@ -151,6 +152,7 @@ class HivemindTransport:
         self._known_maddrs: list[str] = []
         self._hb_name: str | None = None
         self._hb_wallet: str | None = None
+        self._hb_eval: EvalSummary | None = None
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
 
@@ -806,14 +808,17 @@ class HivemindTransport:
 
     # ------------------------------------------------------------ peers
 
-    def heartbeat(self, name: str | None = None, wallet: str | None = None) -> bool:
-        """Publish this node's directory entry (name/wallet are remembered for later heartbeats)."""
+    def heartbeat(self, name: str | None = None, wallet: str | None = None,
+                  evaluation: EvalSummary | None = None) -> bool:
+        """Publish this node's directory entry (name/wallet/evaluation are remembered for later heartbeats)."""
         if name is not None:
             self._hb_name = name
         if wallet is not None:
             self._hb_wallet = wallet
+        if evaluation is not None:
+            self._hb_eval = evaluation
         wire = HeartbeatWire(peer_id=self.peer_id, name=self._hb_name, wallet=self._hb_wallet,
-                             last_seen=time.time(), maddrs=self._visible[:8])
+                             last_seen=time.time(), maddrs=self._visible[:8], evaluation=self._hb_eval)
         ok = self._store_wires([(keys.peers_key(self._ns), "", wire)], self._s.dht_peer_ttl,
                                self._s.dht_publish_timeout)
         self._refresh_known_maddrs()
@@ -856,7 +861,7 @@ class HivemindTransport:
                 self._wrong(entry, "not a heartbeat")
                 continue
             info = PeerInfo(peer_id=wire.peer_id, name=wire.name, last_seen=wire.last_seen, wallet=wire.wallet,
-                            maddrs=wire.maddrs)
+                            maddrs=wire.maddrs, evaluation=wire.evaluation)
             if info.peer_id not in found or info.last_seen > found[info.peer_id].last_seen:
                 found[info.peer_id] = info
         peers = sorted(found.values(), key=lambda p: p.peer_id)

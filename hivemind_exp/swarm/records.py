@@ -1,6 +1,7 @@
 """What the swarm stores in the DHT: typed records, their wire form, chunking, drop counts.
 
-Public models (what callers pass and get back): `OutputRecord`, `RoundState`, `PeerInfo`.
+Public models (what callers pass and get back): `OutputRecord`, `RoundState`, `PeerInfo`,
+`EvalSummary`.
 
 On the wire every stored value is msgpack of one ``*Wire`` model, tagged by ``kind``.
 Every wire record carries the writer's ``peer_id``, which must equal the owner named
@@ -71,6 +72,19 @@ class RoundState(_Strict):
     published_at: UnixTime = Field(description="when the coordinator wrote this (unix seconds)")
 
 
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class EvalSummary(_Strict):
+    """A node's latest held-out evaluation, carried in its heartbeat so dashboards can show it."""
+
+    round: Round = Field(description="the round after which the node evaluated")
+    accuracy: Fraction = Field(description="share of held-out problems answered correctly")
+    format_rate: Fraction = Field(description="share of completions in the expected tagged format")
+    problems: Annotated[int, Field(ge=1, le=100_000)] = Field(description="held-out problems evaluated")
+    at: UnixTime = Field(description="when the evaluation finished (unix seconds)")
+
+
 class PeerInfo(_Strict):
     """A connected peer, from its latest heartbeat."""
 
@@ -79,6 +93,7 @@ class PeerInfo(_Strict):
     last_seen: UnixTime
     wallet: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] | None = None
     maddrs: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=8)
+    evaluation: EvalSummary | None = None
 
 
 # ---------------------------------------------------------------- wire models
@@ -120,6 +135,7 @@ class HeartbeatWire(_Wire):
     last_seen: UnixTime
     wallet: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] | None = None
     maddrs: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=8)
+    evaluation: EvalSummary | None = None
 
 
 class ManifestWire(_Wire):

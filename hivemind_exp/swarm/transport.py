@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from hivemind_exp.swarm.records import OutputRecord, PeerInfo, RoundState
+from hivemind_exp.swarm.records import EvalSummary, OutputRecord, PeerInfo, RoundState
 
 
 class SwarmStartupError(RuntimeError):
@@ -60,8 +60,10 @@ class SwarmTransport(Protocol):
 
     def fetch_round_state(self, timeout: float | None = None) -> RoundState | None: ...
 
-    def heartbeat(self, name: str | None = None, wallet: str | None = None) -> bool:
-        """Announce this node in the peer directory (call well within the peer TTL)."""
+    def heartbeat(self, name: str | None = None, wallet: str | None = None,
+                  evaluation: EvalSummary | None = None) -> bool:
+        """Announce this node in the peer directory (call well within the peer TTL); name, wallet
+        and the latest held-out evaluation are remembered and repeated by later heartbeats."""
         ...
 
     def start_heartbeats(self, interval: float | None = None, name: str | None = None,

@@ -2,7 +2,8 @@
 
 - ``grpo``     ``GRPOEngine`` (batched sampling with a KV cache, one policy update per step,
                save/load), ``GRPOParams`` (validated sizes and hyper-parameters from the device
-               profile), ``StepResult``, ``group_advantages``.
+               profile), ``StepResult``, ``group_advantages``, ``StepInterrupted`` (raised when
+               ``engine.should_stop()`` turns true mid-step; nothing is applied).
 - ``threads``  how many CPU threads torch should use: the CPUs this process may run on
                (``available_cpus``, ``configure_torch_threads``), and ``ThreadTuner``, which
                times 1 thread against all of them when other processes compete for the cores.

@@ -66,6 +66,10 @@ class GRPOParamsError(ValueError):
     """A GRPO parameter is out of range; the message names it and says what to use."""
 
 
+class StepInterrupted(RuntimeError):
+    """`should_stop` asked the step to end early; the model and optimizer are as before the step."""
+
+
 class RewardError(ValueError):
     """The reward function returned something that cannot be trained on."""
 
@@ -271,6 +275,13 @@ class GRPOEngine:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.params.seed)
         self.steps_done = 0
+        # Polled between decode steps and micro-batches, so Ctrl-C ends a minutes-long CPU
+        # step within about one decode step instead of after it (see StepInterrupted).
+        self.should_stop: Callable[[], bool] | None = None
+
+    def _check_stop(self, where: str) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise StepInterrupted(f"GRPO step stopped during {where}; nothing was applied")
 
     # ------------------------------------------------------------------ set-up
 
@@ -462,6 +473,7 @@ class GRPOEngine:
         eos = torch.tensor(self.eos_ids, dtype=torch.long)
         tuner = self.tuners.get("decode")
         for t in range(new):
+            self._check_stop("generation")
             threads = tuner.choose() if tuner else 0
             tick = time.perf_counter()
             token = self._sample(logits, greedy).cpu()
@@ -583,6 +595,9 @@ class GRPOEngine:
         try:
             tuner = self.tuners.get("train")
             for mb in batches:
+                if self.should_stop is not None and self.should_stop():
+                    self.optimizer.zero_grad(set_to_none=True)  # the partial gradient must not leak into a later step
+                    raise StepInterrupted("GRPO step stopped during the policy update; nothing was applied")
                 threads = tuner.choose() if tuner else 0
                 tick = time.perf_counter()
                 loss = self._micro_batch_loss(mb)

@@ -13,6 +13,7 @@ from hivemind_exp.identity import load_peer_id
 from hivemind_exp.swarm import keys
 from hivemind_exp.swarm.hivemind_transport import HivemindTransport
 from hivemind_exp.swarm.records import (
+    EvalSummary,
     OutputRecord,
     OutputWire,
     RoundState,
@@ -50,12 +51,15 @@ def test_peer_directory_lists_everyone(swarm3: list[HivemindTransport]) -> None:
     # The shared swarm may be older than the peer TTL by now: heartbeat like a live node does.
     for peer in swarm3[:2]:
         assert peer.heartbeat()
-    assert swarm3[2].heartbeat(wallet=wallet)
+    evaluation = EvalSummary(round=4, accuracy=0.25, format_rate=0.75, problems=16, at=time.time())
+    assert swarm3[2].heartbeat(wallet=wallet, evaluation=evaluation)
     for reader in swarm3:
         listed = {p.peer_id: p for p in reader.list_peers(timeout=10)}
         assert set(listed) == {p.peer_id for p in swarm3}
         assert [listed[p.peer_id].name for p in swarm3] == ["peer0", "peer1", "peer2"]
         assert listed[swarm3[2].peer_id].wallet == wallet
+        assert listed[swarm3[2].peer_id].evaluation == evaluation
+        assert listed[swarm3[0].peer_id].evaluation is None
         assert abs(listed[swarm3[0].peer_id].last_seen - time.time()) < 120
 
 

@@ -420,3 +420,38 @@ def test_tiny_model_dir_is_a_loadable_checkpoint(tiny_model_dir: Path) -> None:
     assert tok.eos_token == "<|im_end|>" and tok.padding_side == "left"
     for k, v in reference.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k  # same seed, same weights
+
+
+def test_should_stop_interrupts_a_step_and_applies_nothing() -> None:
+    from hivemind_exp.trainer.grpo import StepInterrupted
+
+    model, tok = make_tiny_model()
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=4, max_completion_length=6, learning_rate=1e-2))
+
+    def ranked(_: int, completions: list[str]) -> list[float]:
+        return [float(k) for k in range(len(completions))]  # never a tie: every group informs the update
+
+    before = _snapshot(model)
+    calls = []
+
+    def stop_on_third_poll() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    engine.should_stop = stop_on_third_poll
+    with pytest.raises(StepInterrupted, match="generation"):
+        engine.step(CHAT, ranked)
+    assert len(calls) == 3  # polled once per decode step, stopped at the first true
+    # Interrupted in the update: gradients already computed are dropped, the optimizer never stepped.
+    prompt_ids = engine.encode_prompts(CHAT)
+    engine.should_stop = None
+    completions = engine.generate_token_ids(prompt_ids)
+    rewards = [ranked(i, group) for i, group in enumerate(completions)]
+    engine.should_stop = lambda: True
+    with pytest.raises(StepInterrupted, match="policy update"):
+        engine.train_on(prompt_ids, completions, rewards)
+    assert engine.steps_done == 0 and not engine.optimizer.state
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    engine.should_stop = lambda: False
+    assert engine.step(CHAT, ranked).grad_norm > 0 and engine.steps_done == 1

@@ -18,6 +18,7 @@ from hivemind_exp.swarm import keys
 from hivemind_exp.swarm.records import (
     ChunkWire,
     DropCounter,
+    EvalSummary,
     HeartbeatWire,
     ManifestWire,
     OutputRecord,
@@ -59,6 +60,8 @@ def _output(text: str = "The answer is 42.", qhash: str = "q1", peer: str = PEER
     RoundStateWire(peer_id=PEER_A, state=RoundState(round=4, stage=0, stage_deadline_unix=1.7e9, published_at=1.7e9)),
     HeartbeatWire(peer_id=PEER_A, name="quick-amber-otter", last_seen=1.7e9,
                   wallet="0x" + "ab" * 20, maddrs=["/ip4/127.0.0.1/tcp/1/p2p/" + PEER_A]),
+    HeartbeatWire(peer_id=PEER_A, last_seen=1.7e9,
+                  evaluation=EvalSummary(round=9, accuracy=0.25, format_rate=1.0, problems=32, at=1.7e9)),
     ManifestWire(peer_id=PEER_A, sha256="0" * 64, size=100, n_chunks=1),
     ChunkWire(peer_id=PEER_A, sha256="0" * 64, index=0, n_chunks=1, data=b"\x00\xff"),
 ])
@@ -120,6 +123,18 @@ def test_public_models_validate_input() -> None:
     with pytest.raises(ValueError):
         WinnersWire(peer_id=PEER_A, round=1, winners=[PEER_A] * 300)
     assert OutputRecord(completion="x", reward=1).reward == 1.0
+    for bad in (dict(accuracy=1.5), dict(format_rate=-0.1), dict(accuracy=float("nan")), dict(problems=0)):
+        fields = dict(round=1, accuracy=0.5, format_rate=0.5, problems=8, at=1.7e9) | bad
+        with pytest.raises(ValueError):
+            EvalSummary(**fields)
+
+
+def test_heartbeat_with_a_bad_evaluation_is_dropped() -> None:
+    d = msgpack.unpackb(encode_wire(HeartbeatWire(peer_id=PEER_A, last_seen=1.7e9)), raw=False)
+    d["evaluation"] = {"round": 1, "accuracy": 7.0, "format_rate": 0.5, "problems": 8, "at": 1.7e9}
+    with pytest.raises(RecordRejected) as err:
+        decode_wire(_raw(d), max_bytes=8192)
+    assert err.value.reason == "schema"
 
 
 # ---------------------------------------------------------------- chunking

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from api.sources import ChainSnapshot, GossipItem, PeerSeen, SwarmSnapshot
+from api.sources import ChainSnapshot, EvalSeen, GossipItem, PeerSeen, SwarmSnapshot
 from api.state import DashboardState, LocalNode
 from hivemind_exp.names import peer_name
 
@@ -166,3 +166,20 @@ def test_health_grace_then_stale_with_reason() -> None:
     st.apply_swarm(SwarmSnapshot(round=1, stage=0, taken_at=1019.0))
     ok, h = st.health(dht_stale_after=10, chain_stale_after=10)
     assert ok and h.dht.age_s == 1.0
+
+
+def test_latest_evaluation_reaches_nodes_and_my_card() -> None:
+    st = DashboardState(local=LocalNode(peer_id=A), max_peers=2)
+    older = EvalSeen(round=1, accuracy=0.1, format_rate=0.5, problems=16, at=500.0)
+    newer = EvalSeen(round=3, accuracy=0.3, format_rate=0.9, problems=16, at=900.0)
+    st.apply_swarm(snap(peers=[PeerSeen(A, 950, newer), PeerSeen(B, 960)]))
+    # A later heartbeat without an evaluation (e.g. after a restart) keeps the last one known;
+    # an older evaluation never replaces a newer one.
+    st.apply_swarm(snap(peers=[PeerSeen(A, 990, older), PeerSeen(B, 995)]))
+    nodes = {n["peer_id"]: n for n in body(st, "nodes")["nodes"]}
+    assert nodes[A]["evaluation"] == {"round": 3, "accuracy": 0.3, "format_rate": 0.9, "problems": 16, "at": 900.0}
+    assert nodes[B]["evaluation"] is None
+    assert body(st, "me")["evaluation"]["accuracy"] == 0.3
+    # Evicting a peer forgets its evaluation too (bounded memory).
+    st.apply_swarm(snap(peers=[PeerSeen(B, 1000), PeerSeen(C, 1001)]))
+    assert A not in st.peers and A not in st.evals

@@ -117,12 +117,21 @@ class Gossip(BaseModel):
     updated_at: float | None
 
 
+class Evaluation(BaseModel):
+    round: int = Field(description="the round after which the node evaluated")
+    accuracy: float = Field(description="share of held-out problems answered correctly (0..1)")
+    format_rate: float = Field(description="share of completions in the expected format (0..1)")
+    problems: int = Field(description="held-out problems evaluated")
+    at: float = Field(description="unix time the evaluation finished")
+
+
 class Node(BaseModel):
     peer_id: str
     name: str
     last_seen: float
     age_s: float = Field(description="seconds between the last heartbeat and the poll that saw it")
     is_me: bool
+    evaluation: Evaluation | None = Field(None, description="the node's latest held-out evaluation, if it runs them")
 
 
 class Nodes(BaseModel):
@@ -154,5 +163,6 @@ class Me(BaseModel):
     total_wins: int | None
     pending_submissions: int | None
     failed_submissions: int | None
+    evaluation: Evaluation | None = Field(None, description="this node's latest held-out evaluation")
     login_url: str
     updated_at: float | None

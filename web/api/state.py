@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from api import models
-from api.sources import ChainSnapshot, GossipItem, SwarmSnapshot
+from api.sources import ChainSnapshot, EvalSeen, GossipItem, SwarmSnapshot
 from hivemind_exp.names import name_to_peer_candidates, peer_name
 
 DEFAULT_PAGE = 100
@@ -81,6 +81,7 @@ class DashboardState:
     updated_at: float | None = None
     # peer -> last seen; insertion order = least recently seen first (for eviction)
     peers: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    evals: dict[str, EvalSeen] = field(default_factory=dict)  # peer -> latest held-out evaluation
     # round -> stage -> peer -> points; rounds ascending
     rewards: OrderedDict[int, dict[int, dict[str, float]]] = field(default_factory=OrderedDict)
     winners: dict[int, list[str]] = field(default_factory=dict)
@@ -115,11 +116,15 @@ class DashboardState:
         for p in snap.peers:
             prev = self.peers.pop(p.peer_id, None)
             self.peers[p.peer_id] = max(p.last_seen, prev or 0.0)
+            old = self.evals.get(p.peer_id)
+            if p.evaluation is not None and (old is None or p.evaluation.at >= old.at):
+                self.evals[p.peer_id] = p.evaluation
         # Re-sort by last seen so eviction drops the stalest peers.
         if snap.peers:
             self.peers = OrderedDict(sorted(self.peers.items(), key=lambda kv: kv[1]))
         while len(self.peers) > self.max_peers:
-            self.peers.popitem(last=False)
+            gone, _ = self.peers.popitem(last=False)
+            self.evals.pop(gone, None)
         for (rnd, stg), by_peer in snap.rewards.items():
             self._asked.add(rnd)
             if not by_peer:
@@ -225,7 +230,8 @@ class DashboardState:
         b["rewards_history"] = self.history_body(DEFAULT_SERIES)
         b["gossip"] = self.gossip_body(DEFAULT_GOSSIP)
         nodes = [models.Node(peer_id=p, name=self.name(p), last_seen=t,
-                             age_s=max(0.0, (self.dht.last_success or now) - t), is_me=p == me)
+                             age_s=max(0.0, (self.dht.last_success or now) - t), is_me=p == me,
+                             evaluation=self._evaluation(p))
                  for p, t in reversed(self.peers.items())]
         b["nodes"] = _dumps(models.Nodes(count=len(nodes), nodes=nodes, updated_at=now))
         b["me"] = _dumps(self.me())
@@ -380,7 +386,14 @@ class DashboardState:
                          total_rewards=c.total_rewards.get(pid) if c else None,
                          total_wins=c.total_wins.get(pid) if c else None,
                          pending_submissions=self.local.pending, failed_submissions=self.local.failed,
-                         login_url=self.login_url, updated_at=self.updated_at)
+                         evaluation=self._evaluation(pid), login_url=self.login_url, updated_at=self.updated_at)
+
+    def _evaluation(self, peer_id: str) -> models.Evaluation | None:
+        ev = self.evals.get(peer_id)
+        if ev is None:
+            return None
+        return models.Evaluation(round=ev.round, accuracy=ev.accuracy, format_rate=ev.format_rate,
+                                 problems=ev.problems, at=ev.at)
 
     def health(self, dht_stale_after: float, chain_stale_after: float) -> tuple[bool, models.Health]:
         now = self._now()

@@ -24,6 +24,7 @@ describe("App", () => {
     expect((await screen.findByTestId("node-count")).textContent).toMatch(/2\s*nodes/);
     expect(await screen.findByText("What is 2+3?")).toBeTruthy();
     expect(container.querySelectorAll("circle.point").length).toBe(5);
+    expect((await screen.findByTitle(/held-out accuracy after round 4/)).textContent).toBe("38%");
     expect(screen.queryByRole("alert")).toBeNull();
   });
   it("shows error states and a banner, never a blank page, when the API is down", async () => {

@@ -6,7 +6,7 @@ import { NodeCard } from "./components/NodeCard";
 import { Panel } from "./components/Panel";
 import { RewardsChart } from "./components/RewardsChart";
 import { RoundCard } from "./components/RoundCard";
-import { ago, shortId } from "./format";
+import { ago, percent, shortId } from "./format";
 import { useLiveTick, useResource } from "./live";
 
 const LIVE_TEXT = { connecting: "connecting…", live: "live", polling: "polling" } as const;
@@ -92,6 +92,14 @@ export function App() {
                   <div className="node-line">
                     <span className="name">{n.name}</span>
                     {n.is_me && <span className="badge">you</span>}
+                    {n.evaluation && (
+                      <span
+                        className="badge eval"
+                        title={`held-out accuracy after round ${n.evaluation.round} (${n.evaluation.problems} problems)`}
+                      >
+                        {percent(n.evaluation.accuracy)}
+                      </span>
+                    )}
                     <span className="muted small seen">{ago(n.age_s)}</span>
                   </div>
                   <span className="mono muted small" title={n.peer_id}>

@@ -77,12 +77,21 @@ export interface Gossip {
   updated_at: number | null;
 }
 
+export interface Evaluation {
+  round: number;
+  accuracy: number;
+  format_rate: number;
+  problems: number;
+  at: number;
+}
+
 export interface NodeInfo {
   peer_id: string;
   name: string;
   last_seen: number;
   age_s: number;
   is_me: boolean;
+  evaluation?: Evaluation | null;
 }
 
 export interface Nodes {
@@ -105,6 +114,7 @@ export interface Me {
   total_wins: number | null;
   pending_submissions: number | null;
   failed_submissions: number | null;
+  evaluation?: Evaluation | null;
   login_url: string;
   updated_at: number | null;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ago, countdown, points, shortId, stageLabel } from "./format";
+import { ago, countdown, percent, points, shortId, stageLabel } from "./format";
 import { niceTicks } from "./components/RewardsChart";
 
 describe("format", () => {
@@ -8,6 +8,13 @@ describe("format", () => {
     expect(points(1200)).toBe("1,200");
     expect(points(null)).toBe("–");
     expect(points(Number.NaN)).toBe("–");
+  });
+  it("shows shares as percentages", () => {
+    expect(percent(0.375)).toBe("38%");
+    expect(percent(0.075)).toBe("7.5%");
+    expect(percent(0)).toBe("0%");
+    expect(percent(1)).toBe("100%");
+    expect(percent(null)).toBe("–");
   });
   it("says how long ago in the largest whole unit", () => {
     expect(ago(4.4)).toBe("4s ago");

@@ -19,6 +19,13 @@ export function since(unix: number, nowMs: number = Date.now()): number {
   return nowMs / 1000 - unix;
 }
 
+/** A 0..1 share as a percentage ("42%", "7.5%"); "–" when unknown. */
+export function percent(share: number | null | undefined): string {
+  if (share === null || share === undefined || !Number.isFinite(share)) return "–";
+  const pct = share * 100;
+  return `${pct.toLocaleString("en-US", { maximumFractionDigits: pct < 10 && pct > 0 ? 1 : 0 })}%`;
+}
+
 export function shortId(id: string, keep = 6): string {
   return id.length <= keep * 2 + 1 ? id : `${id.slice(0, keep)}…${id.slice(-keep)}`;
 }

@@ -1,6 +1,6 @@
 // "Your node": the trainer on this machine (identity, wallet, standing, pending submissions).
 import type { Me } from "../api";
-import { ago, points, shortId, since } from "../format";
+import { ago, percent, points, shortId, since } from "../format";
 
 export function NodeCard({ me }: { me: Me }) {
   if (!me.known) {
@@ -20,6 +20,20 @@ export function NodeCard({ me }: { me: Me }) {
     ["This round", me.round_reward === null ? "–" : `${points(me.round_reward)}${me.rank ? ` (#${me.rank})` : ""}`],
     ["Total rewards", points(me.total_rewards)],
     ["Wins", me.total_wins ?? "–"],
+    [
+      "Held-out accuracy",
+      me.evaluation ? (
+        <span title={`format ${percent(me.evaluation.format_rate)}, evaluated ${ago(since(me.evaluation.at))}`}>
+          {percent(me.evaluation.accuracy)}
+          <span className="muted small">
+            {" "}
+            of {me.evaluation.problems} after round {me.evaluation.round}
+          </span>
+        </span>
+      ) : (
+        <span className="muted">not evaluated yet</span>
+      ),
+    ],
     [
       "Pending submissions",
       me.pending_submissions === null ? (

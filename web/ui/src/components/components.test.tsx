@@ -77,6 +77,13 @@ describe("NodeCard", () => {
     expect(screen.getByText("1.25 (#2)")).toBeTruthy();
     expect(screen.getByText(/1 failed/)).toBeTruthy();
   });
+  it("shows the latest held-out accuracy, or says there is none yet", () => {
+    const { rerender } = render(<NodeCard me={me} />);
+    expect(screen.getByText("25%")).toBeTruthy();
+    expect(screen.getByText(/of 32 after round 9/)).toBeTruthy();
+    rerender(<NodeCard me={{ ...me, evaluation: null }} />);
+    expect(screen.getByText("not evaluated yet")).toBeTruthy();
+  });
 });
 
 describe("GossipFeed", () => {

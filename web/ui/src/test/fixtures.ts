@@ -33,7 +33,10 @@ export const gossip: Gossip = {
 export const nodes: Nodes = {
   count: 2, updated_at: 1_700_000_000,
   nodes: [
-    { peer_id: OTHER_ID, name: "quick-amber-otter", last_seen: 1_700_000_000, age_s: 3, is_me: false },
+    {
+      peer_id: OTHER_ID, name: "quick-amber-otter", last_seen: 1_700_000_000, age_s: 3, is_me: false,
+      evaluation: { round: 4, accuracy: 0.375, format_rate: 0.9, problems: 16, at: 1_700_000_000 },
+    },
     { peer_id: ME_ID, name: "calm-jade-heron", last_seen: 1_700_000_000, age_s: 5, is_me: true },
   ],
 };
@@ -42,6 +45,7 @@ export const me: Me = {
   known: true, reason: null, peer_id: ME_ID, name: "calm-jade-heron", wallet: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
   online: true, last_seen: 1_700_000_000, round_reward: 1.25, rank: 2, total_rewards: 10.5, total_wins: 3,
   pending_submissions: 4, failed_submissions: 1, login_url: "http://127.0.0.1:3000", updated_at: 1_700_000_000,
+  evaluation: { round: 9, accuracy: 0.25, format_rate: 0.75, problems: 32, at: 1_700_000_000 },
 };
 
 export type Routes = Record<string, unknown | ((url: URL) => unknown)>;
