@@ -5,6 +5,7 @@ Map of the package (each module's own docstring says more):
 - ``cli``            the ``rl-swarm`` command and its subcommands (heavy imports deferred).
 - ``settings_base``  typed-settings machinery: env/.env/flags, readable validation errors.
 - ``settings``       the settings objects of the trainer, coordinator, launcher.
+- ``multiaddrs``     parsing shared by every service's settings: multiaddr lists, peer IDs, namespaces.
 - ``paths``          repository, cache and node-data locations.
 - ``model_source``   ``embedded`` SmolLM2 (GGUF -> safetensors once), local dirs, hub ids.
 - ``profiles``       device profiles (``configs/<cpu|mac|gpu>/*.yaml``) and hardware detection.

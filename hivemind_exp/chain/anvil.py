@@ -55,14 +55,9 @@ def anvil_binary() -> Path:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((probe_host, port))
-        except OSError:
-            return True
-    return False
+    from hivemind_exp.launcher import port_free
+
+    return not port_free(port, "127.0.0.1" if host in ("0.0.0.0", "") else host)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from hivemind_exp.multiaddrs import as_list, check_maddr
 from hivemind_exp.settings_base import ServiceSettings
 
 ChainMode = Literal["off", "wallet", "relay"]
@@ -155,22 +155,9 @@ class LocalChainSettings(ServiceSettings):
     @field_validator("bootnodes", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        # From env the list comes as one string: a JSON list or comma-separated multiaddrs.
-        if isinstance(v, str):
-            text = v.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except ValueError:
-                    raise ValueError("bootnodes looks like JSON but does not parse; give a JSON list of strings "
-                                     "or comma-separated multiaddrs") from None
-            return [s.strip() for s in text.split(",") if s.strip()]
-        return v
+        return as_list(v)
 
     @field_validator("bootnodes")
     @classmethod
     def _multiaddrs(cls, v: list[str]) -> list[str]:
-        for addr in v:
-            if not addr.startswith("/"):
-                raise ValueError(f"bootnode {addr!r} is not a multiaddr; expected e.g. /ip4/127.0.0.1/tcp/38331/p2p/Qm...")
-        return v
+        return [check_maddr(addr, "bootnode") for addr in v]

@@ -7,7 +7,6 @@ flag (``--host-maddrs``) and an env var (``RLSWARM_HOST_MADDRS``). Generic names
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from hivemind_exp.multiaddrs import PEER_ID_RE, as_list, check_maddr, check_namespace, check_peer_id
 from hivemind_exp.settings_base import ServiceSettings
 
 # Largest stored value (our payload plus hivemind's signature suffix) any peer accepts.
@@ -24,34 +24,6 @@ from hivemind_exp.settings_base import ServiceSettings
 # its pipe in one piece (see hivemind_transport for why that matters).
 PROTOCOL_MAX_RECORD_BYTES = 12 * 1024
 SIGNATURE_OVERHEAD_BYTES = 1024
-
-_PEER_ID_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,128}$")
-_MADDR_RE = re.compile(r"^(/[^/\s]+){2,}$")
-
-
-def _check_maddr(value: str, what: str) -> str:
-    value = value.strip()
-    if not _MADDR_RE.match(value):
-        raise ValueError(f"{what} {value!r} is not a multiaddr; write it like /ip4/1.2.3.4/tcp/38331")
-    return value
-
-
-def _as_list(value: object) -> object:
-    # One env var / flag value with commas is the easy way to give several addresses;
-    # a JSON list (what pydantic-settings would expect) works too.
-    if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise ValueError("looks like a JSON list but does not parse; or give comma-separated addresses") from None
-    if isinstance(value, str):
-        return [v for v in (p.strip() for p in value.split(",")) if v]
-    if isinstance(value, list):
-        out: list[object] = []
-        for item in value:
-            out.extend(_as_list(item) if isinstance(item, str) else [item])  # type: ignore[arg-type]
-        return out
-    return value
 
 
 class SwarmSettings(ServiceSettings):
@@ -117,14 +89,14 @@ class SwarmSettings(ServiceSettings):
     @field_validator("host_maddrs", "announce_maddrs", "initial_peers", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
-        return _as_list(value)
+        return as_list(value)
 
     @field_validator("host_maddrs")
     @classmethod
     def _check_host(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("give at least one listen address, e.g. /ip4/0.0.0.0/tcp/38331")
-        out = [_check_maddr(v, "listen address") for v in value]
+        out = [check_maddr(v, "listen address") for v in value]
         for v in out:
             if "/tcp/" not in v and "/udp/" not in v:
                 raise ValueError(f"listen address {v!r} has no /tcp/PORT or /udp/PORT part")
@@ -133,7 +105,7 @@ class SwarmSettings(ServiceSettings):
     @field_validator("announce_maddrs")
     @classmethod
     def _check_announce(cls, value: list[str]) -> list[str]:
-        out = [_check_maddr(v, "announce address") for v in value]
+        out = [check_maddr(v, "announce address") for v in value]
         for v in out:
             if re.search(r"/(tcp|udp)/0(/|$)", v):
                 raise ValueError(f"announce address {v!r} uses port 0; announce the real port other peers dial")
@@ -144,9 +116,9 @@ class SwarmSettings(ServiceSettings):
     def _check_peers(cls, value: list[str]) -> list[str]:
         out = []
         for v in value:
-            v = _check_maddr(v, "initial peer")
+            v = check_maddr(v, "initial peer")
             m = re.search(r"/p2p/([^/]+)$", v)
-            if not m or not _PEER_ID_RE.match(m.group(1)):
+            if not m or not PEER_ID_RE.match(m.group(1)):
                 raise ValueError(f"initial peer {v!r} must end with /p2p/PEER_ID (the bootnode prints its full "
                                  f"address at start)")
             out.append(v)
@@ -155,19 +127,12 @@ class SwarmSettings(ServiceSettings):
     @field_validator("coordinator_peer_id")
     @classmethod
     def _check_coordinator(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        value = value.strip()
-        if not _PEER_ID_RE.match(value):
-            raise ValueError("not a base58 peer ID (like QmXyz...); the coordinator prints its peer ID at start")
-        return value
+        return check_peer_id(value, "the coordinator prints its peer ID at start")
 
     @field_validator("dht_namespace")
     @classmethod
     def _check_namespace(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
-            raise ValueError("use 1-64 letters, digits, '_', '.' or '-'")
-        return value
+        return check_namespace(value)
 
     @model_validator(mode="after")
     def _payload_vs_record(self) -> "SwarmSettings":

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from hivemind_exp.multiaddrs import as_list, check_maddr, check_namespace, check_peer_id
 from hivemind_exp.settings_base import ServiceSettings
 
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -81,25 +81,12 @@ class DashboardSettings(ServiceSettings):
     @field_validator("initial_peers", mode="before")
     @classmethod
     def _split_peers(cls, v: object) -> object:
-        if isinstance(v, str):
-            text = v.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except ValueError:
-                    raise ValueError("initial_peers looks like JSON but does not parse; give a JSON list of "
-                                     "strings or comma-separated multiaddrs") from None
-            return [s.strip() for s in text.split(",") if s.strip()]
-        return v
+        return as_list(v)
 
     @field_validator("initial_peers")
     @classmethod
     def _multiaddrs(cls, v: list[str]) -> list[str]:
-        for addr in v:
-            if not addr.startswith("/"):
-                raise ValueError(f"initial peer {addr!r} is not a multiaddr; expected e.g. "
-                                 "/ip4/127.0.0.1/tcp/38331/p2p/Qm...")
-        return v
+        return [check_maddr(addr, "initial peer") for addr in v]
 
     @field_validator("contract_address")
     @classmethod
@@ -121,19 +108,12 @@ class DashboardSettings(ServiceSettings):
     @field_validator("local_peer_id", "coordinator_peer_id")
     @classmethod
     def _peer(cls, v: str | None) -> str | None:
-        if v is None or v.strip() == "":
-            return None
-        v = v.strip()
-        if not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{20,128}", v):
-            raise ValueError("must be a base58 libp2p peer ID such as QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N")
-        return v
+        return check_peer_id(v, "the trainer and the coordinator print theirs at start")
 
     @field_validator("dht_namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
-            raise ValueError("dht_namespace must be 1-64 letters, digits, '_', '.' or '-' (the swarm's namespace)")
-        return v
+        return check_namespace(v)
 
     def trusted_coordinator(self, initial_peers: list[str]) -> str | None:
         """The coordinator peer ID: the setting, else the /p2p/ part of the first initial peer."""
