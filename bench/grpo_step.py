@@ -115,7 +115,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     params = GRPOParams(num_generations=NUM_GENERATIONS, max_completion_length=args.max_completion_length,
                         max_prompt_length=512, learning_rate=5e-6, temperature=1.0, beta=0.0,
                         micro_batch_size=args.micro_batch_size, generation_batch_size=32,
-                        num_threads=args.threads, seed=0, **budget)
+                        num_threads=0 if args.auto_threads else args.threads, seed=0, **budget)
     engine = GRPOEngine(model, tokenizer, params)
     log(f"ours: {n_params / 1e6:.1f}M parameters, up to {engine.num_threads} threads, micro_batch_size "
         f"{params.micro_batch_size}, activation_memory_mb {params.activation_memory_mb}")
@@ -216,6 +216,8 @@ def run_worker(kind: str, args: argparse.Namespace) -> dict[str, Any]:
            "--trl-steps", str(args.trl_steps), "--warmup", str(args.warmup), "--model", args.model,
            "--max-completion-length", str(args.max_completion_length), "--threads", str(args.threads),
            "--micro-batch-size", str(args.micro_batch_size), "--dataset", str(args.dataset)]
+    if args.auto_threads:
+        cmd.append("--auto-threads")
     if args.activation_memory_mb is not None:
         cmd += ["--activation-memory-mb", str(args.activation_memory_mb)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
@@ -243,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activation-memory-mb", type=int, default=None,
                         help="GRPOEngine activation budget per micro-batch [GRPOParams default]")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides; 0 = available CPUs [0]")
+    parser.add_argument("--auto-threads", action="store_true",
+                        help="let GRPOEngine's ThreadTuner pick 1 or all threads (for a machine other jobs share); "
+                             "by default both sides run the same fixed count")
     parser.add_argument("--dataset", type=Path, default=GSM8K, help=f"GSM8K JSONL [{GSM8K}]")
     parser.add_argument("--skip-trl", action="store_true", help="only run our engine (no ratio)")
     parser.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
@@ -261,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from hivemind_exp.trainer.threads import configure_torch_threads
 
     threads = configure_torch_threads(args.threads)
+    args.threads = threads  # both workers get the same explicit count
     load_before = os.getloadavg()
     rate = matmul_gflops(threads)
     log(f"fp32 torch.mm: {rate:.1f} GFLOP/s with {threads} threads; load average {load_before[0]:.2f}")

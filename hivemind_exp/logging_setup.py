@@ -20,9 +20,31 @@ def level_from_env() -> int:
     return level
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted, not when logging was set up.
+
+    A handler bound to the stream of the moment keeps writing to it after it is replaced and
+    closed (a test harness's capture, a redirect), and background threads then fail with
+    "I/O operation on closed file".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - logging's own attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(level: int | None = None) -> None:
     lvl = level_from_env() if level is None else level
-    logging.basicConfig(level=lvl, format=_FORMAT, stream=sys.stderr, force=True)
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    logging.basicConfig(level=lvl, handlers=[handler], force=True)
     # Third-party loggers are chatty at INFO; keep them at WARNING unless debugging.
     if lvl > logging.DEBUG:
         for noisy in ("hivemind", "httpx", "urllib3", "web3", "asyncio", "filelock"):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from hivemind_exp.cli import COMMANDS, build_parser, main
 
 CLI = [sys.executable, "-m", "hivemind_exp.cli"]
@@ -48,3 +50,18 @@ def test_doctor_reports_each_check(tmp_path):
         assert f"] {name}" in out, out
     # the empty cache is reported with the command that fixes it
     assert "rl-swarm prepare-model" in out
+
+
+def test_log_lines_follow_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import logging
+
+    from hivemind_exp.logging_setup import configure_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging(logging.INFO)
+    first.close()  # what a finished capture does; a later record must not hit the closed stream
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("rl-swarm.test").info("still visible")
+    assert "still visible" in second.getvalue()
