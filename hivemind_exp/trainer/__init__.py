@@ -4,6 +4,9 @@
                save/load), ``GRPOParams`` (validated sizes and hyper-parameters from the device
                profile), ``StepResult``, ``group_advantages``, ``StepInterrupted`` (raised when
                ``engine.should_stop()`` turns true mid-step; nothing is applied).
+- ``lean_decode`` ``LlamaDecodeStep``: one decode step of a Llama-architecture model without the
+               module stack (same arithmetic, ~10-15% less time per token on CPU); the engine
+               falls back to the model's own forward for anything else.
 - ``threads``  how many CPU threads torch should use: the CPUs this process may run on
                (``available_cpus``, ``configure_torch_threads``), and ``ThreadTuner``, which
                times 1 thread against all of them when other processes compete for the cores.

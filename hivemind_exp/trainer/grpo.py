@@ -9,6 +9,8 @@ measures the two side by side and is the reason this loop exists. The objective 
 - Generation: one pre-fill per *distinct* prompt, its KV cache copied to the group's rows, then a
   decode loop over a pre-allocated (static) cache with our own masks; rows that reached EOS are
   dropped from the batch as they finish, so a long straggler does not drag the whole batch along.
+  fp32 Llama-architecture models on CPU run each decode step through `lean_decode` (the model's
+  arithmetic without its per-module overhead).
 - Training: with one update per generation the old log-probs equal the current ones, so they are
   never recomputed (`ratio = exp(logp - logp.detach())`). The prompt goes through the model once
   per group (its keys/values, with their gradient, are shared by the group's completions), the LM
@@ -278,6 +280,9 @@ class GRPOEngine:
         # Polled between decode steps and micro-batches, so Ctrl-C ends a minutes-long CPU
         # step within about one decode step instead of after it (see StepInterrupted).
         self.should_stop: Callable[[], bool] | None = None
+        # fp32 Llama models on CPU decode through LlamaDecodeStep (same arithmetic, far less
+        # overhead per token); anything else through the model's own forward.
+        self.lean_decode = True
 
     def _check_stop(self, where: str) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -397,8 +402,10 @@ class GRPOEngine:
         bar = self._bar(total=len(prompt_ids) * g, desc="generate", unit="seq")
         try:
             with torch.inference_mode():
+                lean = self._lean_step()
                 for chunk in chunks:
-                    seqs = self._decode_chunk([list(prompt_ids[i]) for i, _ in chunk], [n for _, n in chunk], greedy)
+                    seqs = self._decode_chunk([list(prompt_ids[i]) for i, _ in chunk], [n for _, n in chunk], greedy,
+                                              lean)
                     k = 0
                     for i, n in chunk:
                         out[i].extend(seqs[k:k + n])
@@ -434,7 +441,20 @@ class GRPOEngine:
             picked = index.gather(-1, picked)
         return picked.squeeze(-1)
 
-    def _decode_chunk(self, prompts: list[list[int]], repeats: list[int], greedy: bool) -> list[list[int]]:
+    def _lean_step(self) -> Any:
+        """A LlamaDecodeStep over the current weights, or None to decode with the model's forward."""
+        import torch
+
+        if not self.lean_decode or self.device.type != "cpu":
+            return None
+        if next(self.model.parameters()).dtype != torch.float32:
+            return None  # its norms would round differently from the model's in half precision
+        from hivemind_exp.trainer.lean_decode import LlamaDecodeStep
+
+        return LlamaDecodeStep.build(self.model)
+
+    def _decode_chunk(self, prompts: list[list[int]], repeats: list[int], greedy: bool,
+                      lean: Any = None) -> list[list[int]]:
         """Pre-fill each distinct prompt once, copy its cache `repeats[i]` times, sample until EOS or the limit."""
         import torch
         from transformers import StaticCache
@@ -496,9 +516,12 @@ class GRPOEngine:
                 key_ok, next_pos = key_ok.index_select(0, keep_dev), next_pos.index_select(0, keep_dev)
                 row_id, token, done = row_id[keep], token[keep], done[keep]
             key_ok[:, width + t] = True
-            hidden = self._backbone(self.backbone, token.to(dev)[:, None], key_ok[:, None, None, :],
-                                    next_pos[:, None], cache)
-            logits = self._head_logits(hidden[:, -1])
+            if lean is not None:
+                logits = self._head_logits(lean(token.to(dev), next_pos, key_ok, width + t, cache))
+            else:
+                hidden = self._backbone(self.backbone, token.to(dev)[:, None], key_ok[:, None, None, :],
+                                        next_pos[:, None], cache)
+                logits = self._head_logits(hidden[:, -1])
             next_pos = next_pos + 1
             if tuner:
                 tuner.record(threads, time.perf_counter() - tick, len(row_id))

@@ -42,7 +42,7 @@ def test_model_modes_restored_and_no_autograd(tiny_model):
     model.train()
     model.model.layers[0].eval()  # a sub-module deliberately in eval mode must stay so
     seen: list[tuple[bool, bool]] = []
-    hook = model.get_output_embeddings().register_forward_hook(
+    hook = model.get_input_embeddings().register_forward_hook(
         lambda mod, args, out: seen.append((torch.is_inference_mode_enabled(), mod.training)))
     try:
         evaluate(model, tokenizer, PROBLEMS[:2], batch_size=2, max_new_tokens=3)

@@ -455,3 +455,27 @@ def test_should_stop_interrupts_a_step_and_applies_nothing() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     engine.should_stop = lambda: False
     assert engine.step(CHAT, ranked).grad_norm > 0 and engine.steps_done == 1
+
+
+def test_lean_decode_matches_the_model_forward() -> None:
+    from hivemind_exp.trainer.lean_decode import LlamaDecodeStep
+
+    model, tok = make_tiny_model(seed=3)
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=3, max_completion_length=24))
+    assert engine._lean_step() is not None
+    prompt_ids = engine.encode_prompts(CHAT)
+    engine.lean_decode = False
+    reference = engine.generate_token_ids(prompt_ids, greedy=True)
+    engine.lean_decode = True
+    assert engine.generate_token_ids(prompt_ids, greedy=True) == reference
+    # Sampling draws the same tokens from the same seed too (same logits up to float rounding).
+    engine.generator.manual_seed(7)
+    lean = engine.generate_token_ids(prompt_ids)
+    engine.lean_decode = False
+    engine.generator.manual_seed(7)
+    assert engine.generate_token_ids(prompt_ids) == lean
+    # What it cannot reproduce exactly it declines, and the engine uses the model's forward.
+    gelu, tok2 = make_tiny_model(hidden_act="gelu")
+    assert LlamaDecodeStep.build(gelu) is None
+    other = GRPOEngine(gelu, tok2, GRPOParams(num_generations=2, max_completion_length=4))
+    assert other._lean_step() is None and len(other.generate_token_ids(prompt_ids[:1])[0]) == 2
