@@ -647,6 +647,8 @@ class GRPOEngine:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps_done += 1
+        if self.device.type == "cpu":
+            _return_free_memory()
         return total, grad_norm, skipped
 
     def _token_weights(self, completion_ids: Sequence[Sequence[Sequence[int]]]) -> list[list[float]]:
@@ -1001,6 +1003,28 @@ def _continuation_mask(key_ok: torch.Tensor, offset: int, q_len: int) -> torch.T
     q = torch.arange(q_len, device=dev)[:, None] + offset
     k = torch.arange(key_ok.shape[1], device=dev)[None, :]
     return ((k <= q) & key_ok[:, None, :])[:, None]
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+def _return_free_memory() -> None:
+    """Hand the step's freed gradients and activations back to the OS.
+
+    glibc keeps freed heap memory for reuse; after a step that is ~0.8 GB (SmolLM2-135M) the
+    node holds while it waits for the next stage, per local peer. Trimming costs milliseconds.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _fsync_dir(path: Path) -> None:
