@@ -182,8 +182,8 @@ class Coordinator:
 
     def _everyone_published(self) -> bool:
         peers = {p.peer_id for p in self.transport.list_peers(timeout=3)} - {self.transport.peer_id}
-        if not peers:
-            return False
+        if len(peers) < self.s.early_advance_min_peers:
+            return False  # peers still starting up would miss the stage
         got = self.transport.fetch_outputs(self.round, self.stage, timeout=3, peers=peers)
         return peers <= {p for p, recs in got.items() if recs}
 

@@ -143,6 +143,9 @@ class CoordinatorSettings(CommonSettings, SwarmSettings, ChainSettings):
     min_stage_seconds: float = Field(5.0, ge=0, description="never advance earlier than this, even when every "
                                      "live peer has published")
     early_advance: bool = Field(True, description="advance as soon as every live peer published the stage's outputs")
+    early_advance_min_peers: int = Field(1, ge=1, le=100_000, description="advance early only once at least this "
+                                         "many live peers published (rl-swarm up sets its peer count, so peers "
+                                         "still starting are not left behind); the deadline applies regardless")
     max_rounds: int | None = Field(None, ge=1, description="stop after this many rounds (default: never)")
     state_file: Path | None = Field(None, description="remember the round/stage here so a restarted coordinator "
                                     "continues (without it: from the chain, else from its last DHT record)")

@@ -134,6 +134,7 @@ class Plan:
         coord = self.py + ["coordinator", "--identity-path", str(self.coord_identity),
                            "--host-maddrs", f"/ip4/127.0.0.1/tcp/{s.coordinator_port}",
                            "--stage-seconds", str(s.stage_seconds), "--min-stage-seconds", str(s.min_stage_seconds),
+                           "--early-advance-min-peers", str(s.num_peers),
                            "--state-file", str(self.run_dir / "coordinator" / "state.json")] + self.metrics_port(0)
         if s.chain:
             coord += ["--chain-mode", "wallet", "--wallet-key-file", str(self.coord_key_file)] + self.chain_args()

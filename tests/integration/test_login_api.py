@@ -29,7 +29,8 @@ def test_trainer_flow_on_chain(login_chain: LoginChain, login_service: LoginServ
     r = httpx.get(f"{svc.url}/api/get-api-key-status", params={"orgId": u.org_id})
     assert r.json() == {"orgId": u.org_id, "status": "activated"}
 
-    peer = "QmLoginTestPeer" + u.user_id[:6].replace("-", "a")
+    # user ids are UUIDs: map them onto base58 (no 0, O, I or l) so the peer ID is always valid
+    peer = "QmLoginTestPeer" + u.user_id[:6].translate(str.maketrans("-0OIl", "a1PJk"))
     r = post(svc, "/api/register-peer", {"orgId": u.org_id, "peerId": peer}, u.api_key)
     assert r.status_code == 200, r.text
     assert r.json()["txHash"].startswith("0x") and len(r.json()["txHash"]) == 66

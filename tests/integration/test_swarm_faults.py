@@ -70,12 +70,18 @@ def test_trainer_killed_mid_stage_resumes_and_silent_coordinator_stalls_nobody(t
     profile = tmp_path / "tiny.yaml"
     profile.write_text("model: tiny\nquestions_per_round: 2\ngrpo:\n  num_generations: 3\n"
                        "  max_completion_length: 24\n  learning_rate: 1.0e-4\n")
+    # The victim's steps are made long (16 completions of 384 tokens: seconds, not the others'
+    # fraction of one) so that a kill right after "training on" lands inside its stage-2 step.
+    slow_profile = tmp_path / "tiny-slow.yaml"
+    slow_profile.write_text("model: tiny\nquestions_per_round: 2\ngrpo:\n  num_generations: 8\n"
+                            "  max_completion_length: 384\n  learning_rate: 1.0e-4\n")
     base = free_block(4)
     coord_pem = ensure_identity(tmp_path / "coordinator.pem")
     coord_id = load_peer_id(coord_pem)
     boot = f"/ip4/127.0.0.1/tcp/{base}/p2p/{coord_id}"
     coord_argv = CLI + ["coordinator", "--identity-path", str(coord_pem), "--host-maddrs",
                         f"/ip4/127.0.0.1/tcp/{base}", "--stage-seconds", "60", "--min-stage-seconds", "3",
+                        "--early-advance-min-peers", "3",
                         "--chain-mode", "off", "--state-file", str(tmp_path / "coordinator-state.json")]
     coordinator = Proc("coordinator", coord_argv, tmp_path / "coordinator.log", tmp_path).start()
     peers: list[Proc] = []
@@ -86,7 +92,8 @@ def test_trainer_killed_mid_stage_resumes_and_silent_coordinator_stalls_nobody(t
             argv = CLI + ["trainer", "--identity-path", str(tmp_path / f"peer{i}.pem"), "--data-dir",
                           str(tmp_path / f"peer{i}"), "--host-maddrs", f"/ip4/127.0.0.1/tcp/{base + 1 + i}",
                           "--initial-peers", boot, "--coordinator-peer-id", coord_id, "--model", str(tiny_model_dir),
-                          "--config", str(profile), "--dataset", "generated", "--chain-mode", "off",
+                          "--config", str(slow_profile if i == 2 else profile), "--dataset", "generated",
+                          "--chain-mode", "off",
                           "--stage-stale-seconds", "5", "--poll-seconds", "1", "--heartbeat-seconds", "5",
                           "--no-dht-check-identity-free"]
             peers.append(Proc(f"peer{i}", argv, tmp_path / f"peer{i}.log", tmp_path).start())
@@ -95,9 +102,10 @@ def test_trainer_killed_mid_stage_resumes_and_silent_coordinator_stalls_nobody(t
 
         # --- 1. kill a trainer in the middle of stage 2; it resumes and finishes the round ---------
         wait_for(lambda: "round 0 stage 2: training on" in victim.text(), 300, "peer2 in stage 2",
-                 [coordinator.p] + [p.p for p in peers], logs)
-        assert (0, 1) in steps_done(victim.text())
+                 [coordinator.p] + [p.p for p in peers], logs, poll=0.02)
         victim.kill(signal.SIGKILL)
+        assert (0, 1) in steps_done(victim.text())
+        assert (0, 2) not in steps_done(victim.text()), "stage 2 finished before the kill: not a mid-stage kill"
         victim.start()
         wait_for(lambda: "resuming from checkpoint" in victim.text(), 120, "peer2 restart", [victim.p], logs)
         assert re.search(r"finished round 0 stage 1", victim.text()), victim.text()[-2000:]

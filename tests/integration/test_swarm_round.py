@@ -48,7 +48,8 @@ def free_block(n: int) -> int:
     raise RuntimeError("no free port block")
 
 
-def wait_for(predicate, timeout: float, what: str, procs: list[subprocess.Popen] = (), logs: list[Path] = ()):
+def wait_for(predicate, timeout: float, what: str, procs: list[subprocess.Popen] = (), logs: list[Path] = (),
+             poll: float = 1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -57,7 +58,7 @@ def wait_for(predicate, timeout: float, what: str, procs: list[subprocess.Popen]
             if p.poll() is not None and p.returncode != 0:
                 tails = "\n".join(f"--- {lp}\n{lp.read_text()[-3000:]}" for lp in logs if lp.exists())
                 raise AssertionError(f"a process exited with {p.returncode} while waiting for {what}\n{tails}")
-        time.sleep(1.0)
+        time.sleep(poll)
     tails = "\n".join(f"--- {lp}\n{lp.read_text()[-3000:]}" for lp in logs if lp.exists())
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
 

@@ -47,6 +47,15 @@ class FakeHub(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def _online(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test command runs with HF_HUB_OFFLINE=1 (nothing may reach the real hub); the fake
+    # hub is on loopback, so let huggingface_hub talk to it.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
 @pytest.fixture(scope="module")
 def hub() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
