@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-GSM8K = Path("/work/shared/datasets/gsm8k/train.jsonl")
+from hivemind_exp.paths import shared_dir
+
+GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 PROMPTS_PER_STEP = 4  # TRL: per_device_train_batch_size 2 x gradient_accumulation_steps 4 / num_generations 2
 NUM_GENERATIONS = 2
 RESULT_PREFIX = "RESULT "

@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATASET = Path("/work/shared/datasets/gsm8k/train.jsonl")
+from hivemind_exp.paths import shared_dir
+
+DEFAULT_DATASET = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 # The node's log line after each GRPO step (hivemind_exp/node.py, TrainerNode.run_stage).
 STEP_LINE = re.compile(r"round (\d+) stage (\d): GRPO step done in ([\d.]+) s: mean reward (-?[\d.]+(?:e-?\d+)?)")
 UP_STARTED = re.compile(r"started (\S+) \(pid (\d+),")

@@ -23,6 +23,19 @@ def cache_dir() -> Path:
     return Path(base) / "rl-swarm"
 
 
+def shared_dir() -> Path:
+    """The shared data beside the checkout (GSM8K split, public ABIs) used by tests and benchmarks.
+
+    `RLSWARM_SHARED_DIR`, else `../shared` next to the checkout, else `/work/shared` (where the
+    development machines keep it, so a clone elsewhere, e.g. in /tmp, still finds it).
+    """
+    env = os.environ.get("RLSWARM_SHARED_DIR")
+    if env:
+        return Path(env).expanduser()
+    beside = repo_root().parent / "shared"
+    return beside if beside.is_dir() else Path("/work/shared")
+
+
 def node_modules_bin(name: str) -> Path:
     """A binary installed by the project's package.json (anvil, solc)."""
     return repo_root() / "node_modules" / ".bin" / name

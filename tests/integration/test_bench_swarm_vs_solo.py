@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from hivemind_exp.paths import shared_dir
+
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "swarm_vs_solo.py"
-GSM8K = Path("/work/shared/datasets/gsm8k/train.jsonl")
+GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 
 
 def _bench():

@@ -13,8 +13,9 @@ import pytest
 
 from hivemind_exp.data import GeneratedSource, JsonlSource
 from hivemind_exp.evaluation import held_out_split
+from hivemind_exp.paths import shared_dir
 
-GSM8K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
+GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 
 
 def rl_swarm(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
 from hivemind_exp.game.answers import answers_match, extract_number, reference_from_gsm8k
+from hivemind_exp.paths import shared_dir
 
-GSM8K = Path("/work/shared/datasets/gsm8k/train.jsonl")
+GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 
 
 @pytest.mark.parametrize(

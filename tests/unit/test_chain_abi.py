@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hivemind_exp.chain.artifact import load_artifact
+from hivemind_exp.paths import shared_dir
 
-PUBLIC_ABI = Path(__file__).resolve().parents[3] / "shared" / "abi" / "SwarmCoordinator-0.4.2.abi.json"
+PUBLIC_ABI = shared_dir() / "abi" / "SwarmCoordinator-0.4.2.abi.json"
 
 
 def _canonical(param: dict[str, Any]) -> str:

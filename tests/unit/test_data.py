@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from hivemind_exp.data import (
     TEMPLATES, DatasetError, GeneratedSource, JsonlSource, gsm8k_final_answer, open_source, round_problems,
 )
+from hivemind_exp.paths import shared_dir
 
-GSM8K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
+GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 
 
 def test_real_gsm8k_file_loads():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import string
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +22,9 @@ from hivemind_exp.game.prompts import (
     swarm_view,
 )
 from hivemind_exp.names import is_generated_name, pseudonyms
+from hivemind_exp.paths import shared_dir
 
-GSM8K = Path("/work/shared/datasets/gsm8k/train.jsonl")
+GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 MAX_TOKENS = 1500
 
 
