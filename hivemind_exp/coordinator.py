@@ -227,10 +227,8 @@ class Coordinator:
 
     def shutdown(self) -> None:
         self.stop.set()
-        if self.transport is not None:
-            try:
-                self.transport.close()
-            except Exception as err:  # noqa: BLE001 - closing is best effort
-                log.debug("transport close: %s", err)
+        from hivemind_exp.swarm.transport import close_quietly
+
+        close_quietly(self.transport)
         if self.telemetry is not None:
             self.telemetry.shutdown()

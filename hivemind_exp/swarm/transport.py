@@ -14,6 +14,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -80,3 +81,13 @@ class SwarmTransport(Protocol):
     def drop_counts(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
+
+
+def close_quietly(transport: SwarmTransport | None) -> None:
+    """Close a transport on shutdown; a failure there must not hide the reason the service stops."""
+    if transport is None:
+        return
+    try:
+        transport.close()
+    except Exception as err:  # noqa: BLE001 - closing is best effort
+        logging.getLogger(__name__).debug("transport close: %s", err)

@@ -618,9 +618,7 @@ class GRPOEngine:
         try:
             tuner = self.tuners.get("train")
             for mb in batches:
-                if self.should_stop is not None and self.should_stop():
-                    self.optimizer.zero_grad(set_to_none=True)  # the partial gradient must not leak into a later step
-                    raise StepInterrupted("GRPO step stopped during the policy update; nothing was applied")
+                self._check_stop("the policy update")
                 threads = tuner.choose() if tuner else 0
                 tick = time.perf_counter()
                 loss = self._micro_batch_loss(mb)
@@ -630,6 +628,9 @@ class GRPOEngine:
                     tuner.record(threads, time.perf_counter() - tick,
                                  sum(map(len, mb.prompts)) + sum(map(len, mb.completions)))
                 bar.update(1)
+        except StepInterrupted:
+            self.optimizer.zero_grad(set_to_none=True)  # the partial gradient must not leak into a later step
+            raise
         finally:
             bar.close()
         self._use_best_threads("train")

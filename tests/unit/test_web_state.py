@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from api.sources import ChainSnapshot, EvalSeen, GossipItem, PeerSeen, SwarmSnapshot
+from api.sources import ChainSnapshot, GossipItem, PeerSeen, SwarmSnapshot
 from api.state import DashboardState, LocalNode
 from hivemind_exp.names import peer_name
+from hivemind_exp.swarm.records import EvalSummary
 
 A = "QmAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 B = "QmBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -170,8 +171,8 @@ def test_health_grace_then_stale_with_reason() -> None:
 
 def test_latest_evaluation_reaches_nodes_and_my_card() -> None:
     st = DashboardState(local=LocalNode(peer_id=A), max_peers=2)
-    older = EvalSeen(round=1, accuracy=0.1, format_rate=0.5, problems=16, at=500.0)
-    newer = EvalSeen(round=3, accuracy=0.3, format_rate=0.9, problems=16, at=900.0)
+    older = EvalSummary(round=1, accuracy=0.1, format_rate=0.5, problems=16, at=500.0)
+    newer = EvalSummary(round=3, accuracy=0.3, format_rate=0.9, problems=16, at=900.0)
     st.apply_swarm(snap(peers=[PeerSeen(A, 950, newer), PeerSeen(B, 960)]))
     # A later heartbeat without an evaluation (e.g. after a restart) keeps the last one known;
     # an older evaluation never replaces a newer one.

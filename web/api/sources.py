@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hivemind_exp.swarm.records import EvalSummary
+
 if TYPE_CHECKING:
     from api.settings import DashboardSettings
 
@@ -38,21 +40,10 @@ def clip(text: object, limit: int) -> str:
 
 
 @dataclass(frozen=True)
-class EvalSeen:
-    """A peer's latest held-out evaluation, as its heartbeat carried it."""
-
-    round: int
-    accuracy: float
-    format_rate: float
-    problems: int
-    at: float  # unix seconds the evaluation finished
-
-
-@dataclass(frozen=True)
 class PeerSeen:
     peer_id: str
     last_seen: float  # unix seconds of the peer's latest heartbeat
-    evaluation: EvalSeen | None = None
+    evaluation: EvalSummary | None = None  # as the peer's heartbeat carried it
 
 
 @dataclass(frozen=True)
@@ -254,7 +245,7 @@ class DhtSwarmReader:
             round=state.round if state is not None else None,
             stage=state.stage if state is not None else None,
             stage_deadline=state.stage_deadline_unix if state is not None else None,
-            peers=[PeerSeen(p.peer_id, p.last_seen, _eval_seen(p.evaluation)) for p in peers_f.result()],
+            peers=[PeerSeen(p.peer_id, p.last_seen, p.evaluation) for p in peers_f.result()],
             rewards={k: f.result() for k, f in reward_fs.items()},
             winners=winners, gossip=gossip, taken_at=now)
 
@@ -277,9 +268,3 @@ def read_local_peer_id(identity_file: Any) -> str | None:
     if not path.is_file():
         return None
     return load_peer_id(path)
-
-
-def _eval_seen(ev: Any) -> EvalSeen | None:
-    if ev is None:
-        return None
-    return EvalSeen(round=ev.round, accuracy=ev.accuracy, format_rate=ev.format_rate, problems=ev.problems, at=ev.at)

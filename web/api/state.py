@@ -21,8 +21,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from api import models
-from api.sources import ChainSnapshot, EvalSeen, GossipItem, SwarmSnapshot
+from api.sources import ChainSnapshot, GossipItem, SwarmSnapshot
 from hivemind_exp.names import name_to_peer_candidates, peer_name
+from hivemind_exp.swarm.records import EvalSummary
 
 DEFAULT_PAGE = 100
 DEFAULT_SERIES = 10
@@ -81,7 +82,7 @@ class DashboardState:
     updated_at: float | None = None
     # peer -> last seen; insertion order = least recently seen first (for eviction)
     peers: OrderedDict[str, float] = field(default_factory=OrderedDict)
-    evals: dict[str, EvalSeen] = field(default_factory=dict)  # peer -> latest held-out evaluation
+    evals: dict[str, EvalSummary] = field(default_factory=dict)  # peer -> latest held-out evaluation
     # round -> stage -> peer -> points; rounds ascending
     rewards: OrderedDict[int, dict[int, dict[str, float]]] = field(default_factory=OrderedDict)
     winners: dict[int, list[str]] = field(default_factory=dict)
