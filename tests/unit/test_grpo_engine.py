@@ -14,6 +14,8 @@ from hivemind_exp.trainer.grpo import (
     GRPOParams,
     GRPOParamsError,
     RewardError,
+    _attach_flat_grads,
+    _backward_prompt_pass,
     _MicroBatch,
     group_advantages,
 )
@@ -184,16 +186,26 @@ def test_shared_prompt_logprobs_and_gradients_match_a_plain_forward() -> None:
         assert torch.allclose(ours_grad[name], p.grad, atol=1e-5, rtol=1e-3), name
 
     # Recomputing layers in the backward (all of them, or as many as a tiny memory budget needs)
-    # reads the same shared prompt keys/values: same log-probs, same gradients.
-    for kwargs in ({"gradient_checkpointing": True}, {"activation_memory_mb": 1}):
-        model.zero_grad(set_to_none=True)
-        ckpt = GRPOEngine(model, tok, GRPOParams(temperature=0.7, **kwargs))
-        logp2, _ = ckpt.completion_logprobs(model, prompts, completions, owner)
-        assert ckpt._checkpointed == 2
-        (logp2 * weights).sum().backward()
-        assert torch.allclose(logp2.detach(), ref.detach(), atol=1e-4, rtol=1e-4)
-        for name, p in model.named_parameters():
-            assert torch.allclose(ours_grad[name], p.grad, atol=1e-5, rtol=1e-3), (kwargs, name)
+    # reads the same shared prompt keys/values: same log-probs, same gradients. So does the
+    # two-pass backward (completion pass first, then the prompt pass from the detached links).
+    for kwargs in ({}, {"gradient_checkpointing": True}, {"activation_memory_mb": 1}):
+        for two_pass in (False, True):
+            if not kwargs and not two_pass:
+                continue  # the plain one-graph case is the reference above
+            model.zero_grad(set_to_none=True)
+            if two_pass:  # as train_on runs it: zeroed gradients attached first (the LM head adds into its own)
+                _attach_flat_grads(list(model.parameters()))
+            ckpt = GRPOEngine(model, tok, GRPOParams(temperature=0.7, **kwargs))
+            links: list = [] if two_pass else None
+            logp2, _ = ckpt.completion_logprobs(model, prompts, completions, owner, links)
+            assert ckpt._checkpointed == (2 if kwargs else 0)
+            (logp2 * weights).sum().backward()
+            if two_pass:
+                assert len(links) == 1 + 2 * 2  # last prompt hidden + keys and values of both layers
+                _backward_prompt_pass(links)
+            assert torch.allclose(logp2.detach(), ref.detach(), atol=1e-4, rtol=1e-4)
+            for name, p in model.named_parameters():
+                assert torch.allclose(ours_grad[name], p.grad, atol=1e-5, rtol=1e-3), (kwargs, two_pass, name)
 
 
 def test_activation_budget_recomputes_only_as_many_layers_as_needed() -> None:
