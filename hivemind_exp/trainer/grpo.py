@@ -179,57 +179,82 @@ class _MicroBatch:
     token_weights: list[float]  # per-token loss weight of each completion (the loss normaliser)
 
 
+HEAD_CHUNK_ROWS = 256  # LM-head rows per chunk: 256 x 49152 vocab x 4 B = 50 MB for SmolLM2
+
+
 @functools.cache
 def _token_logprob_function() -> type:
-    """log softmax(h W^T / T)[target] for a few rows, keeping one [N, V] buffer for the backward.
+    """log softmax(h W^T / T)[target] for many rows, in chunks of `HEAD_CHUNK_ROWS` rows.
 
-    autograd's `log_softmax` + `gather` keeps the logits *and* the log-probs and allocates more
-    of the same size in the backward; this keeps the logits only and turns them into the
-    gradient in place. Built on first use so importing this module does not import torch.
+    autograd's `log_softmax` + `gather` keeps the [N, V] logits *and* the log-probs and allocates
+    more of the same size in the backward (200 MB each for 1000 tokens of a 49k vocabulary).
+    This keeps only each row's log-sum-exp; the backward recomputes one chunk of logits at a time
+    and turns it into the gradient in place. The recompute costs one more head matmul (a few %
+    of a step); a batch that fits one chunk keeps its logits and skips it. Built on first use so
+    importing this module does not import torch.
     """
     import torch
+
+    def chunk_logits(hidden, weight, bias, inv_temperature):  # type: ignore[no-untyped-def]
+        logits = hidden @ weight.t()
+        if bias is not None:
+            logits += bias
+        if inv_temperature != 1.0:
+            logits *= inv_temperature
+        return logits
 
     class TokenLogProbFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, hidden, weight, bias, targets, inv_temperature):  # type: ignore[override]
-            logits = hidden @ weight.t()
-            if bias is not None:
-                logits += bias
-            if inv_temperature != 1.0:
-                logits *= inv_temperature
-            lse = torch.empty(logits.shape[0], dtype=logits.dtype, device=logits.device)
-            for start in range(0, logits.shape[0], 256):  # bounded temporaries
-                lse[start:start + 256] = torch.logsumexp(logits[start:start + 256], dim=-1)
-            logp = logits.gather(1, targets[:, None]).squeeze(1) - lse
-            ctx.save_for_backward(hidden, weight, targets, lse)
+            n = hidden.shape[0]
+            logp = torch.empty(n, dtype=hidden.dtype, device=hidden.device)
+            lse = torch.empty(n, dtype=hidden.dtype, device=hidden.device)
+            kept = None
+            for start in range(0, n, HEAD_CHUNK_ROWS):
+                rows = slice(start, start + HEAD_CHUNK_ROWS)
+                logits = chunk_logits(hidden[rows], weight, bias, inv_temperature)
+                lse[rows] = torch.logsumexp(logits, dim=-1)
+                logp[rows] = logits.gather(1, targets[rows, None]).squeeze(1) - lse[rows]
+                kept = logits if n <= HEAD_CHUNK_ROWS else None
+            ctx.save_for_backward(hidden, weight, bias, targets, lse)
             ctx.param = weight  # the leaf itself, whose .grad the backward may add into
-            ctx.logits = logits
-            ctx.has_bias = bias is not None
+            ctx.logits = kept
             ctx.inv_temperature = inv_temperature
             return logp
 
         @staticmethod
         def backward(ctx, grad):  # type: ignore[override]
-            hidden, weight, targets, lse = ctx.saved_tensors
-            logits = ctx.logits
-            ctx.logits = None
-            # d logp / d logits = onehot(target) - softmax; reuse the logits buffer for it.
-            logits.sub_(lse[:, None]).exp_().mul_(-grad[:, None])
-            logits.scatter_add_(1, targets[:, None], grad[:, None])
-            if ctx.inv_temperature != 1.0:
-                logits.mul_(ctx.inv_temperature)
-            grad_hidden = logits @ weight if ctx.needs_input_grad[0] else None
-            grad_weight = None
-            if ctx.needs_input_grad[1]:
-                into = ctx.param.grad
-                if into is not None and ctx.param.is_leaf and not torch.is_grad_enabled():
+            hidden, weight, bias, targets, lse = ctx.saved_tensors
+            kept, param = ctx.logits, ctx.param
+            ctx.logits = ctx.param = None
+            want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
+            grad_hidden = torch.empty_like(hidden) if want_hidden else None
+            grad_weight = grad_bias = None
+            into = None
+            if want_weight:
+                if param.grad is not None and param.is_leaf and not torch.is_grad_enabled():
                     # Add into the existing gradient (GRPOEngine attaches them before the backward):
-                    # no [vocab, hidden] temporary at the moment every activation is still alive.
-                    into.addmm_(logits.t(), hidden)
+                    # no [vocab, hidden] temporary while the activations are still alive.
+                    into = param.grad
                 else:
-                    grad_weight = logits.t() @ hidden
-            ctx.param = None
-            grad_bias = logits.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+                    into = grad_weight = torch.zeros_like(weight)
+            if want_bias:
+                grad_bias = torch.zeros_like(bias)
+            for start in range(0, hidden.shape[0], HEAD_CHUNK_ROWS):
+                rows = slice(start, start + HEAD_CHUNK_ROWS)
+                h, g = hidden[rows], grad[rows]
+                logits = kept if kept is not None else chunk_logits(h, weight, bias, ctx.inv_temperature)
+                # d logp / d logits = onehot(target) - softmax, computed in the logits buffer.
+                logits.sub_(lse[rows, None]).exp_().mul_(-g[:, None])
+                logits.scatter_add_(1, targets[rows, None], g[:, None])
+                if ctx.inv_temperature != 1.0:
+                    logits.mul_(ctx.inv_temperature)
+                if grad_hidden is not None:
+                    torch.mm(logits, weight, out=grad_hidden[rows])
+                if into is not None:
+                    into.addmm_(logits.t(), h)
+                if grad_bias is not None:
+                    grad_bias += logits.sum(0)
             return grad_hidden, grad_weight, grad_bias, None, None
 
     return TokenLogProbFunction
@@ -826,10 +851,11 @@ class GRPOEngine:
         return next(self.model.parameters()).element_size()
 
     def _activation_bytes(self, tokens: int, completion_tokens: int) -> float:
-        """Estimated memory a micro-batch keeps for its backward: every layer's activations + the logits."""
+        """Estimated memory a micro-batch keeps for its backward: every layer's activations + one
+        chunk of logits (the LM head works in chunks of HEAD_CHUNK_ROWS)."""
         vocab = self.lm_head.weight.shape[0]
         return (tokens * self.activation_bytes_per_token_layer() * len(self.layers)
-                + completion_tokens * vocab * self._param_bytes())
+                + min(completion_tokens, HEAD_CHUNK_ROWS) * vocab * self._param_bytes())
 
     def _hidden_size(self) -> int:
         cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hivemind_exp.trainer.grpo import (
+    HEAD_CHUNK_ROWS,
     GRPOEngine,
     GRPOParams,
     GRPOParamsError,
@@ -17,6 +18,7 @@ from hivemind_exp.trainer.grpo import (
     _attach_flat_grads,
     _backward_prompt_pass,
     _MicroBatch,
+    _token_logprob_function,
     group_advantages,
 )
 from tests.fixtures.tiny_model import make_tiny_model
@@ -512,3 +514,29 @@ def test_freed_step_memory_goes_back_to_the_os() -> None:
     _return_free_memory()
     assert rss_mb() < held - 150
     assert len(kept) == 4000
+
+
+@pytest.mark.parametrize("rows", [7, HEAD_CHUNK_ROWS, 2 * HEAD_CHUNK_ROWS + 41])
+@pytest.mark.parametrize("attached", [False, True])
+def test_chunked_token_logprobs_match_log_softmax(rows: int, attached: bool) -> None:
+    """One chunk (logits kept) or several (recomputed in the backward), with or without a
+    gradient already attached to the weight: same values and gradients as autograd's log_softmax."""
+    gen = torch.Generator().manual_seed(rows)
+    hidden = torch.randn(rows, 16, generator=gen, requires_grad=True)
+    weight = torch.nn.Parameter(torch.randn(50, 16, generator=gen))
+    bias = torch.randn(50, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 50, (rows,), generator=gen)
+    upstream = torch.randn(rows, generator=gen)
+    prior = torch.randn(50, 16, generator=gen)
+
+    ref = torch.log_softmax((hidden @ weight.t() + bias) / 0.7, dim=-1).gather(1, targets[:, None]).squeeze(1)
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), [hidden, weight, bias])
+
+    if attached:
+        weight.grad = prior.clone()
+    logp = _token_logprob_function().apply(hidden, weight, bias, targets, 1 / 0.7)
+    (logp * upstream).sum().backward()
+    assert torch.allclose(logp.detach(), ref.detach(), atol=1e-5)
+    assert torch.allclose(hidden.grad, ref_grads[0], atol=1e-5)
+    assert torch.allclose(weight.grad, ref_grads[1] + (prior if attached else 0), atol=1e-4)
+    assert torch.allclose(bias.grad, ref_grads[2], atol=1e-5)
