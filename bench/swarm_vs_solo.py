@@ -18,6 +18,7 @@ wall times. The LAST line is one JSON object.
 
     .venv/bin/python bench/swarm_vs_solo.py                      # CPU budget: ~30-60 min on 2 cores
     .venv/bin/python bench/swarm_vs_solo.py --device cuda --rounds 20 --held-out 500
+    .venv/bin/python bench/swarm_vs_solo.py --game sapo [...]    # the SAPO game: bench/sapo_vs_solo.py
 
 Sizes per GRPO step (questions per round, completions per question, completion length)
 come from the device's stock profile for the model (hivemind_exp/configs/<cpu|gpu|mac>/)
@@ -65,6 +66,8 @@ class BenchError(RuntimeError):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--game", default="three-stage", choices=("three-stage", "sapo"),
+                   help="three-stage (GSM8K, real processes) or sapo (ReasoningGym; see --game sapo --help)")
     p.add_argument("--rounds", type=int, default=2, help="rounds each arm trains (3 GRPO steps per round)")
     p.add_argument("--peers", type=int, default=3, help="swarm size of the swarm arm (the solo arm has 1)")
     p.add_argument("--model", default="embedded", help="starting model: 'embedded' (SmolLM2-135M), a checkpoint "
@@ -495,6 +498,15 @@ def weights_digest(checkpoint: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--game", default="three-stage", choices=("three-stage", "sapo"))
+    if pre.parse_known_args(argv)[0].game == "sapo":
+        # The SAPO game's A/B runs in one process (bench/sapo_vs_solo.py: its own flags, --help lists them).
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from sapo_vs_solo import main as sapo_main
+
+        return sapo_main(argv)
     args = parse_args(argv)
     started = time.monotonic()
     if args.cpus:

@@ -22,8 +22,6 @@ from hivemind_exp.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 
-STAGES = 3
-
 
 class Coordinator:
     def __init__(self, settings: CoordinatorSettings, stop_event: threading.Event | None = None):
@@ -137,7 +135,7 @@ class Coordinator:
     def _resume(self) -> None:
         if self.chain is not None:
             r, s0 = self.chain.round_and_stage()
-            self.round, self.stage = r, s0 + 1
+            self.round, self.stage = r, (1 if self.s.game == "sapo" else s0 + 1)
             log.info("continuing from the chain: round %d stage %d", self.round, self.stage)
         else:
             prev = self._saved_round()
@@ -184,7 +182,10 @@ class Coordinator:
         peers = {p.peer_id for p in self.transport.list_peers(timeout=3)} - {self.transport.peer_id}
         if len(peers) < self.s.early_advance_min_peers:
             return False  # peers still starting up would miss the stage
-        got = self.transport.fetch_outputs(self.round, self.stage, timeout=3, peers=peers)
+        if self.s.game == "sapo":
+            got = self.transport.fetch_rollouts(self.round, timeout=3, peers=peers)
+        else:
+            got = self.transport.fetch_outputs(self.round, self.stage, timeout=3, peers=peers)
         return peers <= {p for p, recs in got.items() if recs}
 
     def _advance(self) -> None:
@@ -193,13 +194,19 @@ class Coordinator:
 
             try:
                 _, (r, s0) = self.chain.update_stage_and_round()
+                # A SAPO round is one stage: step the contract's 3-stage clock (0.4.2's stageCount()
+                # is a constant) through to the next round. Each call is idempotent in effect: a
+                # retry after a failure continues from wherever the chain is.
+                while self.s.game == "sapo" and r == self.round:
+                    _, (r, s0) = self.chain.update_stage_and_round()
             except ChainError as err:
                 log.warning("updateStageAndRound failed (%s); keeping round %d stage %d and retrying", err,
                             self.round, self.stage)
                 return
-            new_round, new_stage = r, s0 + 1
+            new_round, new_stage = r, (1 if self.s.game == "sapo" else s0 + 1)
         else:
-            new_round, new_stage = (self.round, self.stage + 1) if self.stage < STAGES else (self.round + 1, 1)
+            last = self.s.stages_per_round
+            new_round, new_stage = (self.round, self.stage + 1) if self.stage < last else (self.round + 1, 1)
         if new_round != self.round:
             self.rounds_done += 1
         self.round, self.stage = new_round, new_stage

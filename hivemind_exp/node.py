@@ -12,6 +12,12 @@ Loop (one thread; a second one heartbeats):
 4. When a round's third stage is over, score the swarm's final answers, pick winners,
    publish and queue them.
 
+With ``--game sapo`` a round has one stage, played by `sapo.game.SapoPlayer`: the node
+samples groups of completions on its own ReasoningGym questions, publishes them, takes
+groups other peers published, re-scores them against regenerated answers and makes one
+GRPO step on both; it votes for the peers whose groups scored best when the round is over.
+Every step, in either game, is one JSON line in ``<data_dir>/events.jsonl`` (`events`).
+
 A late peer joins the current stage (prompts are built from the swarm's records, not from
 its own past); with no records to build a stage-2/3 prompt from it skips to the next
 round. A restarted node resumes from its checkpoint and does not redo or republish a
@@ -75,6 +81,11 @@ class TrainerNode:
         self._heartbeat_thread: threading.Thread | None = None
         self.rounds_finished = 0
         self._drops_reported: dict[str, int] = {}
+        self.events: Any = None
+        self.profile: Any = None  # the device profile chosen in _setup_engine
+        self.peer_seed = 0
+        self.sapo: Any = None  # SapoPlayer, with --game sapo
+        self.task_source: Any = None  # ReasoningGymSource, with --game sapo
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -91,12 +102,17 @@ class TrainerNode:
         from hivemind_exp.names import peer_name
 
         log.info("node identity: peer %s (%s) from %s", peer_id, peer_name(peer_id), self.s.identity_path)
+        from hivemind_exp.events import EVENTS_FILE, JsonlEvents
+
+        self.events = JsonlEvents(self.data_dir / EVENTS_FILE)
         self._setup_telemetry(peer_id)
         self._setup_hub()
         self._setup_chain(peer_id)
         self._setup_engine()
         self._setup_dataset()
         self._setup_transport()
+        if self.s.game == "sapo":
+            self._setup_sapo()
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._heartbeat_thread.start()
 
@@ -166,8 +182,15 @@ class TrainerNode:
         # Each peer samples with its own seed: identical seeds make identical peers, and a swarm of
         # clones shares nothing worth learning from.
         peer_seed = int.from_bytes(hashlib.sha256(f"{self.s.swarm_seed}:{self.state.peer_id}".encode()).digest()[:4], "big")
-        params = GRPOParams.from_mapping({**profile.grpo.model_dump(), "seed": peer_seed,
-                                          "num_threads": self.s.torch_threads}, source=str(path))
+        self.profile = profile
+        self.peer_seed = peer_seed
+        overrides: dict[str, Any] = {"seed": peer_seed, "num_threads": self.s.torch_threads}
+        if self.s.game == "sapo":
+            if self.s.sapo_completions is not None:
+                overrides["num_generations"] = self.s.sapo_completions
+            if self.s.sapo_max_completion_length is not None:
+                overrides["max_completion_length"] = self.s.sapo_max_completion_length
+        params = GRPOParams.from_mapping({**profile.grpo.model_dump(), **overrides}, source=str(path))
         latest = self._latest_checkpoint()
         if latest is not None:
             log.info("resuming from checkpoint %s (finished round %s stage %s)", latest,
@@ -179,6 +202,20 @@ class TrainerNode:
         self.engine.should_stop = self.stop.is_set
 
     def _setup_dataset(self) -> None:
+        if self.s.game == "sapo":
+            from hivemind_exp.sapo.tasks import ReasoningGymSource, TaskMix, TaskMixError
+
+            try:
+                mix = TaskMix.from_yaml(self.s.task_mix or self.profile.task_mix_file())
+                self.task_source = ReasoningGymSource(mix, curriculum=self.s.curriculum)
+            except TaskMixError as err:
+                raise NodeError(f"task mix: {err}") from None
+            if self.state.task_levels:
+                self.task_source.load_state_dict(self.state.task_levels)
+            log.info("problems: ReasoningGym tasks %s", ", ".join(self.task_source.tasks))
+            if self.s.eval_every_rounds:
+                self.held_out = self.task_source.held_out(self.s.eval_problems)
+            return
         self.dataset = open_source(self.s.dataset, self.s.dataset_path, seed=self.s.swarm_seed)
         if self.s.eval_every_rounds:
             from hivemind_exp.evaluation import held_out_split
@@ -202,6 +239,21 @@ class TrainerNode:
                 settings = settings.model_copy(update=update)
         self.transport = HivemindTransport.start(settings)
         log.info("joined the swarm; reachable at %s", ", ".join(self.transport.visible_maddrs()) or "(client mode)")
+
+    def _setup_sapo(self) -> None:
+        from hivemind_exp.sapo.game import SapoParams, SapoPlayer
+        from hivemind_exp.sapo.rubric import sapo_prompt, sapo_rubric
+
+        try:
+            params = SapoParams(local_groups=self.s.sapo_local_groups, external_groups=self.s.sapo_external_groups,
+                                policy=self.s.sapo_policy, collect_seconds=self.s.sapo_collect_seconds,
+                                poll_seconds=min(self.s.poll_seconds, 2.0))
+        except ValueError as err:
+            raise NodeError(str(err)) from None
+        self.sapo = SapoPlayer(self.engine, self.transport, self.task_source, sapo_rubric(), sapo_prompt, params,
+                               node_seed=self.peer_seed, events=self.events, wait=self.stop.wait)
+        log.info("SAPO game: %d own question(s) x %d completions per round, up to %d external group(s) (%s)",
+                 params.local_groups, self.engine.params.num_generations, params.external_groups, params.policy)
 
     def _read_bootnode_file(self, path: Path, timeout: float = 300.0) -> dict[str, Any]:
         import json
@@ -261,10 +313,13 @@ class TrainerNode:
 
             try:
                 r, s0 = self.chain.round_and_stage()
+                # SAPO rounds have one stage; the coordinator moves the contract's 3-stage clock a
+                # whole round at a time, so any chain stage is the round's only stage.
+                stage = 1 if self.s.game == "sapo" else s0 + 1
                 deadline = None
-                if dht_state is not None and (dht_state.round, dht_state.stage) == (r, s0 + 1):
+                if dht_state is not None and (dht_state.round, dht_state.stage) == (r, stage):
                     deadline = dht_state.stage_deadline_unix
-                return StageClock(r, s0 + 1, deadline, "chain")
+                return StageClock(r, stage, deadline, "chain")
             except ChainError as err:
                 log.warning("chain round/stage unavailable (%s); using the DHT record", err)
         if dht_state is None:
@@ -302,7 +357,10 @@ class TrainerNode:
                                 clock.round, clock.stage)
                 self.stop.wait(self.s.poll_seconds)
                 continue
-            self.run_stage(clock.round, clock.stage)
+            if self.sapo is not None:
+                self.run_sapo_round(clock.round, clock.deadline)
+            else:
+                self.run_stage(clock.round, clock.stage)
         return 0
 
     def round_problems(self, round_no: int) -> list[Problem]:
@@ -363,6 +421,11 @@ class TrainerNode:
         log.info("round %d stage %d: GRPO step done in %.1f s: mean reward %.3f, loss %.4f, %d completion tokens "
                  "(%.1f tok/s)", round_no, stage, step_seconds, result.mean_reward, result.loss,
                  result.completion_tokens, result.tokens_per_second)
+        self.events.emit("step", round=round_no, game="three-stage", stage=stage, peer=self.state.peer_id,
+                         questions=len(problems), peers_seen=peers_seen, mean_reward=round(result.mean_reward, 4),
+                         loss=result.loss, completion_tokens=result.completion_tokens,
+                         gen_seconds=round(result.gen_seconds, 3), train_seconds=round(result.train_seconds, 3),
+                         seconds=round(step_seconds, 3), skipped_groups=result.skipped_groups)
         if self.metrics:
             self.metrics.record_step(step_seconds, stage)
             self.metrics.record_loss(result.loss, stage)
@@ -396,8 +459,54 @@ class TrainerNode:
         self._save_checkpoint(round_no, stage)
         return True
 
+    def run_sapo_round(self, round_no: int, deadline: float | None) -> bool:
+        """Play one SAPO round (sample, share, take, train), publish, queue the reward, checkpoint."""
+        from hivemind_exp.trainer.grpo import StepInterrupted
+
+        t0 = time.monotonic()
+        try:
+            out = self.sapo.play_round(round_no, deadline)
+        except StepInterrupted as err:
+            log.info("round %d: %s after %.1f s; a restart redoes this round", round_no, err, time.monotonic() - t0)
+            return False
+        seconds = time.monotonic() - t0
+        log.info("round %d: SAPO step done in %.1f s: %d own + %d external group(s) (%d with signal; %d valid seen), "
+                 "mean reward %.3f, loss %.4f, %d completion tokens", round_no, seconds, len(out.local),
+                 len(out.taken), out.trained_external, out.candidates, out.mean_reward, out.loss,
+                 out.completion_tokens)
+        if self.metrics:
+            self.metrics.record_step(seconds, 1)
+            self.metrics.record_loss(out.loss, 1)
+            self.metrics.record_reward(1, out.mean_reward)
+            self.metrics.record_generation(out.completion_tokens, out.gen_seconds + out.train_seconds)
+            self.metrics.record_published(len(out.local) + 1)
+            self.metrics.record_fetched(out.candidates)
+        self.transport.publish_reward(round_no, 1, float(out.mean_reward))
+        if self.outbox is not None:
+            from hivemind_exp.chain.rewards import points_to_chain
+
+            self.outbox.enqueue_reward(round_no, 0, points_to_chain(out.mean_reward), self.state.peer_id)
+            self.outbox_worker.wake()
+        if self.task_source is not None and self.s.curriculum:
+            for g in out.local:
+                self.task_source.observe(g.problem.spec.task, self.sapo.correct_share(g))
+            self.state.task_levels = self.task_source.state_dict()
+        self.state.round_winners[round_no] = list(out.winners)[:MAX_WINNERS_PER_VOTE]
+        self.state.total_steps += 1
+        self._save_checkpoint(round_no, 1)
+        return True
+
+    def _vote_sapo(self, round_no: int) -> list[str]:
+        winners = self.state.round_winners.pop(round_no, [])
+        log.info("round %d winners: %s", round_no, winners or "none (no group scored above 0)")
+        self.transport.publish_winners(round_no, winners)
+        if winners and self.outbox is not None:
+            self.outbox.enqueue_winners(round_no, winners, self.state.peer_id)
+            self.outbox_worker.wake()
+        return winners
+
     def _mark_skipped(self, round_no: int) -> None:
-        self.state.last_done = (round_no, 3)
+        self.state.last_done = (round_no, self.s.stages_per_round)
         self.state.winners_done.append(round_no)  # nothing to vote on for a round we sat out
         self.state.save(self.state_path)
 
@@ -407,8 +516,11 @@ class TrainerNode:
         if last is None:
             return
         r, s = last
-        if s == 3 and r < current_round and r not in self.state.winners_done:
-            self.pick_winners(r)
+        if s == self.s.stages_per_round and r < current_round and r not in self.state.winners_done:
+            if self.sapo is not None:
+                self._vote_sapo(r)
+            else:
+                self.pick_winners(r)
             self.state.winners_done.append(r)
             self.state.save(self.state_path)
             self.rounds_finished += 1
@@ -433,10 +545,17 @@ class TrainerNode:
 
     def _after_round(self, round_no: int) -> None:
         if self.s.eval_every_rounds and (round_no + 1) % self.s.eval_every_rounds == 0 and self.held_out:
-            from hivemind_exp.evaluation import evaluate
+            if self.sapo is not None:
+                from hivemind_exp.sapo.evaluation import evaluate_tasks
 
-            res = evaluate(self.engine.model, self.engine.tokenizer, self.held_out,
-                           max_new_tokens=self.engine.params.max_completion_length)
+                res = evaluate_tasks(self.engine, self.held_out, self.task_source, self.sapo.rubric, self.sapo.prompt)
+                self.events.emit("eval", round=round_no, game="sapo", peer=self.state.peer_id, n=res.n,
+                                 accuracy=res.accuracy, format_rate=res.format_rate, per_task=res.per_task)
+            else:
+                from hivemind_exp.evaluation import evaluate
+
+                res = evaluate(self.engine.model, self.engine.tokenizer, self.held_out,
+                               max_new_tokens=self.engine.params.max_completion_length)
             log.info("round %d evaluation on %d held-out problems: accuracy %.3f, format %.3f", round_no, res.n,
                      res.accuracy, res.format_rate)
             from hivemind_exp.swarm.records import EvalSummary

@@ -36,6 +36,9 @@ class NodeState:
     winners_done: list[int] = field(default_factory=list)  # rounds whose winners were picked and queued
     checkpoint: str | None = None  # directory name of the checkpoint matching last_done
     total_steps: int = 0
+    # SAPO: the winners this node picked when it played a round, voted once the round is over
+    round_winners: dict[int, list[str]] = field(default_factory=dict)
+    task_levels: dict = field(default_factory=dict)  # SAPO curriculum state (the task source's state_dict)
 
     def done(self, round_no: int, stage: int) -> bool:
         return self.last_done is not None and tuple(self.last_done) >= (round_no, stage)
@@ -55,9 +58,12 @@ class NodeState:
             winners_done=[int(r) for r in raw.get("winners_done", [])][-50:],
             checkpoint=raw.get("checkpoint"),
             total_steps=int(raw.get("total_steps", 0)),
+            round_winners={int(r): [str(p) for p in w] for r, w in dict(raw.get("round_winners") or {}).items()},
+            task_levels=dict(raw.get("task_levels") or {}),
         )
 
     def save(self, path: Path) -> None:
         data = asdict(self)
         data["winners_done"] = self.winners_done[-50:]  # bounded: only recent rounds matter
+        data["round_winners"] = {str(r): w for r, w in sorted(self.round_winners.items())[-8:]}
         atomic_write_text(path, json.dumps(data, indent=2))

@@ -34,9 +34,10 @@ class ModelSettings(ServiceSettings):
     config: Path | None = Field(None, description="device profile YAML; default: picked from "
                                 "hivemind_exp/configs/<cpu|mac|gpu>/ by hardware and model")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train: auto, cpu, cuda or mps")
-    dataset: Literal["auto", "hub", "jsonl", "generated"] = Field(
-        "auto", description="problem source: auto (JSONL if --dataset-path, else the hub, else the built-in generator), "
-        "hub, jsonl or generated")
+    dataset: Literal["auto", "hub", "jsonl", "generated", "reasoning-gym"] = Field(
+        "auto", description="problem source: auto (three-stage game: JSONL if --dataset-path, else the hub, else the "
+        "built-in generator; SAPO game: reasoning-gym), hub, jsonl, generated, or reasoning-gym (procedural tasks, "
+        "SAPO game only)")
     dataset_path: Path | None = Field(None, description="local JSONL in GSM8K format ({question, answer: '... #### 42'})")
     hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "HUGGINGFACE_ACCESS_TOKEN",
                                                                           "RLSWARM_HF_TOKEN"),
@@ -58,7 +59,57 @@ class ModelSettings(ServiceSettings):
         return v
 
 
-class LauncherSettings(CommonSettings, ModelSettings):
+Game = Literal["three-stage", "sapo"]
+
+
+class GameSettings(ServiceSettings):
+    """Which game the swarm plays; every service of one swarm must agree."""
+
+    game: Game = Field("three-stage", description="three-stage (GSM8K answers, critiques, votes; 3 stages a round) "
+                       "or sapo (ReasoningGym rollout sharing; 1 stage a round)")
+
+    @property
+    def stages_per_round(self) -> int:
+        return 1 if self.game == "sapo" else 3
+
+
+class SapoSettings(ServiceSettings):
+    """The SAPO game's knobs (used only with --game sapo)."""
+
+    sapo_local_groups: int = Field(4, ge=1, le=64, description="I: own questions per round")
+    sapo_external_groups: int = Field(4, ge=0, le=64, description="J: groups taken from other peers per round "
+                                      "(0 = train on own groups alone)")
+    sapo_completions: int | None = Field(None, ge=2, le=64, description="G: completions per question (default: "
+                                         "the profile's grpo.num_generations)")
+    sapo_max_completion_length: int | None = Field(None, ge=8, le=4096, description="token cap per completion "
+                                                   "(default: the profile's grpo.max_completion_length)")
+    sapo_policy: Literal["signal", "random", "best"] = Field(
+        "signal", description="which external groups to train on: signal (reward variance first), random, or best "
+        "(highest mean reward)")
+    sapo_collect_seconds: float = Field(30.0, ge=0, le=3600, description="longest wait for other peers' groups "
+                                        "after publishing (the stage deadline cuts it shorter)")
+    task_mix: Path | None = Field(None, description="YAML task mix for --dataset reasoning-gym (task names, weights, "
+                                  "per-task config); default: the device profile's")
+    curriculum: bool = Field(False, description="raise a task's difficulty level when the node's recent accuracy on it "
+                             "is high (levels come from the task mix)")
+
+    @field_validator("task_mix")
+    @classmethod
+    def _mix_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"file {v} does not exist; see hivemind_exp/configs/ for the default task mix")
+        return Path(v).expanduser() if v is not None else None
+
+
+def check_game_dataset(game: str, dataset: str) -> None:
+    if game == "sapo" and dataset not in ("auto", "reasoning-gym"):
+        raise ValueError(f"--game sapo draws ReasoningGym tasks; use --dataset reasoning-gym (or auto), not {dataset}")
+    if game == "three-stage" and dataset == "reasoning-gym":
+        raise ValueError("--dataset reasoning-gym is for the SAPO game; add --game sapo, or pick a GSM8K source "
+                         "(auto, hub, jsonl or generated)")
+
+
+class LauncherSettings(CommonSettings, ModelSettings, GameSettings):
     """`rl-swarm up`: the whole local swarm on one machine."""
 
     num_peers: int = Field(2, ge=1, le=16, description="number of local trainer peers (1-16)")
@@ -87,6 +138,11 @@ class LauncherSettings(CommonSettings, ModelSettings):
     ready_timeout: float = Field(300.0, gt=0, description="seconds to wait for each service to become ready")
 
     @model_validator(mode="after")
+    def _game_dataset(self) -> "LauncherSettings":
+        check_game_dataset(self.game, self.dataset)
+        return self
+
+    @model_validator(mode="after")
     def _ports_distinct(self) -> "LauncherSettings":
         ports = {"anvil_port": self.anvil_port, "login_port": self.login_port, "dashboard_port": self.dashboard_port,
                  "coordinator_port": self.coordinator_port}
@@ -101,7 +157,7 @@ class LauncherSettings(CommonSettings, ModelSettings):
 
 
 
-class TrainerSettings(CommonSettings, ModelSettings, SwarmSettings, ChainSettings):
+class TrainerSettings(CommonSettings, ModelSettings, GameSettings, SapoSettings, SwarmSettings, ChainSettings):
     """`rl-swarm trainer`: one GRPO node (swarm + chain settings included)."""
 
     data_dir: Path = Field(Path("runs/node"), description="checkpoints, node state and the chain outbox of this node")
@@ -130,13 +186,18 @@ class TrainerSettings(CommonSettings, ModelSettings, SwarmSettings, ChainSetting
                                         "service to activate this node's API key before giving up")
 
     @model_validator(mode="after")
+    def _game_dataset(self) -> "TrainerSettings":
+        check_game_dataset(self.game, self.dataset)
+        return self
+
+    @model_validator(mode="after")
     def _push_needs(self) -> "TrainerSettings":
         if self.push_to_hub and (self.hf_token is None or not self.hub_model_id):
             raise ValueError("--push-to-hub needs HF_TOKEN (env or .env) and --hub-model-id user/name")
         return self
 
 
-class CoordinatorSettings(CommonSettings, SwarmSettings, ChainSettings):
+class CoordinatorSettings(CommonSettings, GameSettings, SwarmSettings, ChainSettings):
     """`rl-swarm coordinator`: bootstrap peer and stage manager."""
 
     stage_seconds: float = Field(120.0, gt=1, description="stage deadline: advance after this many seconds")

@@ -134,7 +134,7 @@ class Plan:
         coord = self.py + ["coordinator", "--identity-path", str(self.coord_identity),
                            "--host-maddrs", f"/ip4/127.0.0.1/tcp/{s.coordinator_port}",
                            "--stage-seconds", str(s.stage_seconds), "--min-stage-seconds", str(s.min_stage_seconds),
-                           "--early-advance-min-peers", str(s.num_peers),
+                           "--early-advance-min-peers", str(s.num_peers), "--game", s.game,
                            "--state-file", str(self.run_dir / "coordinator" / "state.json")] + self.metrics_port(0)
         if s.chain:
             coord += ["--chain-mode", "wallet", "--wallet-key-file", str(self.coord_key_file)] + self.chain_args()
@@ -159,7 +159,7 @@ class Plan:
             argv = self.py + ["trainer", "--identity-path", str(p["identity"]), "--data-dir", str(p["dir"]),
                               "--host-maddrs", f"/ip4/127.0.0.1/tcp/{p['port']}",
                               "--initial-peers", self.coord_maddr, "--coordinator-peer-id", self.coord_peer_id]
-            argv += self.model_args() + self.metrics_port(i + 1)
+            argv += self.model_args() + self.metrics_port(i + 1) + ["--game", s.game]
             # Peers on one machine split its CPUs: oversubscribed OpenMP threads spin and run far slower.
             argv += ["--torch-threads", str(max(1, available_cpus() // max(1, s.num_peers)))]
             if s.max_rounds:

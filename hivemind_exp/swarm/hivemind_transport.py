@@ -48,6 +48,8 @@ from hivemind_exp.swarm.records import (
     PeerInfo,
     RecordRejected,
     RewardWire,
+    RolloutGroup,
+    RolloutsWire,
     RoundState,
     RoundStateWire,
     WinnersWire,
@@ -726,14 +728,7 @@ class HivemindTransport:
     def fetch_outputs(self, round_num: int, stage: int, timeout: float | None = None,
                       peers: Iterable[str] | None = None) -> dict[str, dict[str, OutputRecord]]:
         deadline = self._deadline(timeout, self._s.dht_fetch_timeout)
-        if peers is None:
-            # The directory, plus the peers our daemon is connected to: a directory read on a
-            # loaded DHT can come back short, and a connected peer is likely a publishing one.
-            listed = {p.peer_id for p in self._list_peers_until(deadline)}
-            peer_ids = sorted(listed | self._connected_peer_ids() | {self.peer_id})
-        else:
-            peer_ids = sorted(set(peers))
-        key_to_peer = {keys.outputs_key(self._ns, round_num, stage, p): p for p in peer_ids}
+        key_to_peer = {keys.outputs_key(self._ns, round_num, stage, p): p for p in self._peer_ids(peers, deadline)}
         out: dict[str, dict[str, OutputRecord]] = {}
         for entry in self._read_entries(list(key_to_peer), deadline):
             wire = entry.wire
@@ -745,6 +740,41 @@ class HivemindTransport:
                 self._wrong(entry, f"belongs to round {wire.round} stage {wire.stage} question {wire.qhash}")
             else:
                 out.setdefault(entry.owner, {})[wire.qhash] = wire.record
+        return out
+
+    def _peer_ids(self, peers: Iterable[str] | None, deadline: float) -> list[str]:
+        if peers is not None:
+            return sorted(set(peers))
+        # The directory, plus the peers our daemon is connected to: a directory read on a
+        # loaded DHT can come back short, and a connected peer is likely a publishing one.
+        listed = {p.peer_id for p in self._list_peers_until(deadline)}
+        return sorted(listed | self._connected_peer_ids() | {self.peer_id})
+
+    # ------------------------------------------------------------ rollouts (SAPO)
+
+    def publish_rollouts(self, round_num: int, groups: Mapping[str, RolloutGroup]) -> bool:
+        key = keys.rollouts_key(self._ns, round_num, self.peer_id)
+        items = [(key, gkey, RolloutsWire(peer_id=self.peer_id, round=round_num, key=gkey, group=group))
+                 for gkey, group in groups.items()]
+        if not items:
+            return True
+        return self._store_wires(items, self._s.dht_record_ttl, self._s.dht_publish_timeout)
+
+    def fetch_rollouts(self, round_num: int, timeout: float | None = None,
+                       peers: Iterable[str] | None = None) -> dict[str, dict[str, RolloutGroup]]:
+        deadline = self._deadline(timeout, self._s.dht_fetch_timeout)
+        key_to_peer = {keys.rollouts_key(self._ns, round_num, p): p for p in self._peer_ids(peers, deadline)}
+        out: dict[str, dict[str, RolloutGroup]] = {}
+        for entry in self._read_entries(list(key_to_peer), deadline):
+            wire = entry.wire
+            if not isinstance(wire, RolloutsWire):
+                self._wrong(entry, "not a rollout group")
+            elif entry.owner != key_to_peer[entry.key]:
+                self._wrong(entry, f"written under {key_to_peer[entry.key]}'s key")
+            elif (wire.round, wire.key) != (round_num, entry.tag):
+                self._wrong(entry, f"belongs to round {wire.round} group {wire.key}")
+            else:
+                out.setdefault(entry.owner, {})[wire.key] = wire.group
         return out
 
     # ------------------------------------------------------------ rewards / winners

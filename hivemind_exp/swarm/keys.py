@@ -9,6 +9,7 @@ is never taken from the value.
 Keys (``ns`` is `SwarmSettings.dht_namespace`):
 
 - ``{ns}/outputs/r{round}/s{stage}/{peer}``  subkey tag: question hash
+- ``{ns}/rollouts/r{round}/{peer}``           subkey tag: group key (SAPO game: a question spec)
 - ``{ns}/rewards/r{round}/s{stage}``         subkey tag: empty (one per owner)
 - ``{ns}/winners/r{round}``                  subkey tag: empty
 - ``{ns}/round_state``                       subkey tag: empty (only the coordinator's is read)
@@ -33,6 +34,10 @@ PEER_ID_RE = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,128}")
 
 def outputs_key(ns: str, round_num: int, stage: int, peer_id: str) -> str:
     return f"{ns}/outputs/r{round_num}/s{stage}/{peer_id}"
+
+
+def rollouts_key(ns: str, round_num: int, peer_id: str) -> str:
+    return f"{ns}/rollouts/r{round_num}/{peer_id}"
 
 
 def rewards_key(ns: str, round_num: int, stage: int) -> str:

@@ -1,7 +1,8 @@
 """What the swarm stores in the DHT: typed records, their wire form, chunking, drop counts.
 
 Public models (what callers pass and get back): `OutputRecord`, `RoundState`, `PeerInfo`,
-`EvalSummary`.
+`EvalSummary`, and the SAPO game's `RolloutGroup` (a question as a `TaskSpecRecord` plus the
+sender's completions; the receiver regenerates question and answer from the spec).
 
 On the wire every stored value is msgpack of one ``*Wire`` model, tagged by ``kind``.
 Every wire record carries the writer's ``peer_id``, which must equal the owner named
@@ -85,6 +86,31 @@ class EvalSummary(_Strict):
     at: UnixTime = Field(description="when the evaluation finished (unix seconds)")
 
 
+MAX_GROUP_COMPLETIONS = 64
+MAX_COMPLETION_CHARS = 8000
+
+
+class TaskSpecRecord(_Strict):
+    """A procedurally generated question as a spec: any peer with the same task mix regenerates it."""
+
+    task: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+    config_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    seed: Annotated[int, Field(ge=0, lt=2**31)]
+    index: Annotated[int, Field(ge=0, lt=2**20)]
+
+
+class RolloutGroup(_Strict):
+    """One SAPO group: a question (spec + the text the sender saw) and the sender's completions.
+
+    Nothing in it is a claim the receiver trusts: the question is regenerated from the spec
+    and must equal ``question``; the completions are re-scored by the receiver."""
+
+    spec: TaskSpecRecord
+    question: Annotated[str, Field(min_length=1, max_length=4000)]
+    completions: list[Annotated[str, Field(max_length=MAX_COMPLETION_CHARS)]] = Field(
+        min_length=2, max_length=MAX_GROUP_COMPLETIONS)
+
+
 class PeerInfo(_Strict):
     """A connected peer, from its latest heartbeat."""
 
@@ -138,6 +164,13 @@ class HeartbeatWire(_Wire):
     evaluation: EvalSummary | None = None
 
 
+class RolloutsWire(_Wire):
+    kind: Literal["rollouts"] = "rollouts"
+    round: Round
+    key: QHashStr
+    group: RolloutGroup
+
+
 class ManifestWire(_Wire):
     kind: Literal["manifest"] = "manifest"
     sha256: Sha256Hex
@@ -154,12 +187,12 @@ class ChunkWire(_Wire):
 
 
 WireRecord = Annotated[
-    Union[OutputWire, RewardWire, WinnersWire, RoundStateWire, HeartbeatWire, ManifestWire, ChunkWire],
+    Union[OutputWire, RewardWire, WinnersWire, RoundStateWire, HeartbeatWire, RolloutsWire, ManifestWire, ChunkWire],
     Field(discriminator="kind"),
 ]
 _WIRE = TypeAdapter(WireRecord)
 # Records a manifest may stand for (never another manifest, never a chunk).
-_INNER_KINDS = ("output", "reward", "winners", "round_state", "peer")
+_INNER_KINDS = ("output", "reward", "winners", "round_state", "peer", "rollouts")
 
 
 class RecordRejected(ValueError):

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from hivemind_exp.swarm.records import EvalSummary, OutputRecord, PeerInfo, RoundState
+from hivemind_exp.swarm.records import EvalSummary, OutputRecord, PeerInfo, RolloutGroup, RoundState
 
 
 class SwarmStartupError(RuntimeError):
@@ -43,6 +43,15 @@ class SwarmTransport(Protocol):
     def fetch_outputs(self, round_num: int, stage: int, timeout: float | None = None,
                       peers: Iterable[str] | None = None) -> dict[str, dict[str, OutputRecord]]:
         """Outputs of a stage: ``{peer_id: {question_hash: record}}`` (peers: default the listed peers + self)."""
+        ...
+
+    def publish_rollouts(self, round_num: int, groups: Mapping[str, RolloutGroup]) -> bool:
+        """SAPO game: store this node's rollout groups of a round, one per group key."""
+        ...
+
+    def fetch_rollouts(self, round_num: int, timeout: float | None = None,
+                       peers: Iterable[str] | None = None) -> dict[str, dict[str, RolloutGroup]]:
+        """Rollout groups of a round: ``{peer_id: {group_key: group}}`` (peers: as `fetch_outputs`)."""
         ...
 
     def publish_reward(self, round_num: int, stage: int, reward: float) -> bool: ...

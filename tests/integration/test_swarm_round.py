@@ -67,18 +67,6 @@ def node_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "INFO"}
 
 
-@pytest.fixture(scope="module")
-def tiny_profile(tmp_path_factory, tiny_model_dir) -> Path:
-    """A CPU profile sized for the tiny model: short completions so stages take seconds."""
-    path = tmp_path_factory.mktemp("profile") / "tiny.yaml"
-    path.write_text(
-        "model: tiny\ndtype: float32\nquestions_per_round: 2\n"
-        "grpo:\n  num_generations: 3\n  max_prompt_length: 1024\n  max_completion_length: 24\n"
-        "  temperature: 1.0\n  learning_rate: 1.0e-4\n  micro_batch_size: 8\n  generation_batch_size: 16\n"
-    )
-    return path
-
-
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
