@@ -3,6 +3,8 @@
 `configs/<device>/<file>.yaml` with device in cpu / mac (MPS) / gpu (CUDA). The device is
 detected from the hardware (honouring CUDA_VISIBLE_DEVICES, which torch reads) unless
 given; the file is picked by model, or given outright with --config.
+`configs/sapo/*.yaml` are ReasoningGym task mixes (hivemind_exp/sapo/tasks.py) that a
+profile names in `task_mix`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 DEVICE_DIRS = {"cpu": "cpu", "mps": "mac", "cuda": "gpu"}
+MIX_DIR = "sapo"  # configs/sapo/*.yaml: ReasoningGym task mixes, not device profiles
+DEFAULT_TASK_MIX = f"{MIX_DIR}/default_mix.yaml"
 
 
 class ProfileError(ValueError):
@@ -42,6 +46,17 @@ class Profile(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     questions_per_round: int = Field(2, ge=1, le=256)
     grpo: GRPOSection = GRPOSection()
+    # One shared file instead of a copy per profile; a profile for a bigger model can point
+    # at a harder mix.
+    task_mix: str = Field(
+        DEFAULT_TASK_MIX,
+        description="ReasoningGym task mix of the SAPO game: a YAML file, relative to hivemind_exp/configs/ or absolute",
+    )
+
+    def task_mix_file(self) -> Path:
+        """The task mix file this profile names (not checked for existence here)."""
+        path = Path(self.task_mix).expanduser()
+        return path if path.is_absolute() else CONFIG_ROOT / path
 
     @field_validator("model")
     @classmethod

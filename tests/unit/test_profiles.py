@@ -6,9 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.profiles import CONFIG_ROOT, ProfileError, choose_profile, load_profile
+from hivemind_exp.profiles import CONFIG_ROOT, MIX_DIR, ProfileError, choose_profile, load_profile
 
-SHIPPED = sorted(CONFIG_ROOT.glob("*/*.yaml"))
+SHIPPED = sorted(p for p in CONFIG_ROOT.glob("*/*.yaml") if p.parent.name != MIX_DIR)
+MIXES = sorted((CONFIG_ROOT / MIX_DIR).glob("*.yaml"))
+
+
+def test_every_shipped_yaml_is_a_profile_or_a_task_mix():
+    assert {p.parent.name for p in CONFIG_ROOT.glob("*/*.yaml")} == {"cpu", "mac", "gpu", MIX_DIR}
+    assert MIXES, "the default task mix must ship"
 
 
 def test_there_are_profiles_for_every_device():
@@ -23,6 +29,16 @@ def test_shipped_profile_parses(path: Path):
     prof = load_profile(path)
     assert prof.grpo.num_generations >= 2
     assert prof.grpo.max_completion_length > 0
+    assert prof.task_mix_file() in MIXES, f"{path} names task mix {prof.task_mix}, which does not ship"
+
+
+@pytest.mark.parametrize("path", MIXES, ids=lambda p: f"{MIX_DIR}/{p.name}")
+def test_shipped_task_mix_parses_and_validates(path: Path):
+    from hivemind_exp.sapo.tasks import ReasoningGymSource, TaskMix
+
+    mix = TaskMix.from_yaml(path)
+    source = ReasoningGymSource(mix)  # checks every task, config key, level and stored answer
+    assert len(source.draw(node_seed=0, round_no=0, n=8)) == 8
 
 
 def test_choose_by_model_and_device():
