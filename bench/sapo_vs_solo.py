@@ -139,6 +139,8 @@ def run_arm(name: str, n_peers: int, external: int, args: argparse.Namespace, ba
 
     for r in range(args.rounds):
         tick = time.monotonic()
+        for pl in players:  # as a node's heartbeat thread does: stay in the peer directory
+            pl.transport.heartbeat()
         sampled = [pl.sample(r) for pl in players]  # everyone publishes before anyone collects
         for pl, smp in zip(players, sampled):
             out = pl.learn(smp)
