@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--policy", default="signal", choices=("signal", "random", "best"), help="external-group policy")
     p.add_argument("--learning-rate", type=float, default=2e-5, help="AdamW learning rate")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--held-out", type=int, default=160, help="held-out problems (held-out seeds of the same mix)")
+    p.add_argument("--held-out", type=int, default=128, help="held-out problems (held-out seeds of the same mix; at "
+                   "most the mix's held_out_reserve, the questions training never draws)")
     p.add_argument("--eval-every", type=int, default=6, help="evaluate both arms' focal node every K rounds")
     p.add_argument("--task-mix", type=Path, help="task mix YAML [default: the shipped default mix]")
     p.add_argument("--model", default="embedded", help="starting model ('embedded' SmolLM2-135M, a dir, or a hub id)")
@@ -184,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     mix = TaskMix.from_yaml(args.task_mix or CONFIG_ROOT / DEFAULT_TASK_MIX)
+    if args.held_out > mix.held_out_reserve:
+        # Training skips only the first held_out_reserve held-out questions; more could repeat a trained one.
+        print(f"error: --held-out {args.held_out} is larger than the mix's held_out_reserve "
+              f"({mix.held_out_reserve}); lower --held-out or raise held_out_reserve in the mix", file=sys.stderr)
+        return 2
     source = ReasoningGymSource(mix)
     held_out = source.held_out(args.held_out)
     say(f"device {device}, {torch.get_num_threads()} threads; tasks {', '.join(source.tasks)}; "
