@@ -107,7 +107,7 @@ def check_game_dataset(game: str, dataset: str) -> None:
                          "(auto, hub, jsonl or generated)")
 
 
-class LauncherSettings(CommonSettings, ModelSettings, GameSettings):
+class LauncherSettings(CommonSettings, ModelSettings, GameSettings, SapoSettings):
     """`rl-swarm up`: the whole local swarm on one machine."""
 
     num_peers: int = Field(2, ge=1, le=16, description="number of local trainer peers (1-16)")
