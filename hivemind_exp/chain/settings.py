@@ -123,7 +123,7 @@ class ChainSettings(ServiceSettings):
                                  "(log in with `rl-swarm login` to get them); or use chain_mode=wallet / off")
         if self.outbox_max_delay < self.outbox_base_delay:
             raise ValueError("outbox_max_delay must be >= outbox_base_delay")
-        if self.tx_max_replacements > 0 and self.tx_replace_after >= self.receipt_timeout:
+        if self.chain_mode == "wallet" and self.tx_max_replacements > 0 and self.tx_replace_after >= self.receipt_timeout:
             raise ValueError(f"tx_replace_after ({self.tx_replace_after:g}s) must be below receipt_timeout "
                              f"({self.receipt_timeout:g}s), or a stuck transaction is never replaced; lower it, "
                              "raise receipt_timeout, or set tx_max_replacements=0")
