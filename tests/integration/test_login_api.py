@@ -34,6 +34,7 @@ def test_trainer_flow_on_chain(login_chain: LoginChain, login_service: LoginServ
                   headers={"Authorization": f"Bearer {u.api_key}"})
     assert r.json() == {"orgId": u.org_id, "address": u.address}, r.text
     assert httpx.get(f"{svc.url}/api/wallet-address", params={"orgId": u.org_id}).status_code == 401
+    assert u.client.wallet_address(u.api_key, u.org_id) == u.address
 
     from hivemind_exp.chain.proof import PeerKey
 
@@ -45,9 +46,8 @@ def test_trainer_flow_on_chain(login_chain: LoginChain, login_service: LoginServ
     assert (r.status_code, r.json()["error"]) == (400, "InvalidPeerProof"), r.text
     assert reader.eoa_of(peer) is None
     body = register_body(u.org_id, u.address, login_chain.address, key)
-    r = post(svc, "/api/register-peer", body, u.api_key)
-    assert r.status_code == 200, r.text
-    assert r.json()["txHash"].startswith("0x") and len(r.json()["txHash"]) == 66
+    tx_hash = u.client.register_peer(u.api_key, u.org_id, key.prove(reader.chain_id(), login_chain.address, u.address))
+    assert tx_hash.startswith("0x") and len(tx_hash) == 66
     assert reader.eoa_of(peer) == u.address and reader.peer_ids_of(u.address) == [peer]
     me = u.client._call("GET", "/api/auth/me")
     assert me["peerIds"] == [peer]
