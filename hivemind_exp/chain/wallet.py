@@ -178,6 +178,40 @@ class WalletChainClient(ChainReader):
                 return None
             time.sleep(0.2)
 
+    def replace_pending(self, tx_hash: str) -> str | None:
+        """Re-send a pending transaction of this wallet (e.g. sent before a restart) with bumped fees.
+
+        Returns the new hash, or None when `tx_hash` is no longer pending (mined or dropped).
+        """
+        from web3 import exceptions as w3e
+
+        try:
+            found = self._w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        except w3e.TransactionNotFound:
+            return None
+        except Exception as exc:
+            raise map_web3_error(exc, self.abi, "eth_getTransactionByHash") from exc
+        if found.get("blockNumber") is not None:
+            return None
+        if str(found["from"]).lower() != self.address.lower():
+            raise ChainConfigError(f"transaction {tx_hash} was sent by {found['from']}, not this wallet "
+                                   f"{self.address}; cannot replace it")
+        tx: dict[str, Any] = {"chainId": self.chain_id(), "nonce": int(found["nonce"]), "to": found["to"],
+                              "value": int(found.get("value") or 0), "data": found.get("input") or b"",
+                              "gas": int(found["gas"])}
+        if found.get("maxFeePerGas") is not None:
+            tx.update(type=2, maxFeePerGas=int(found["maxFeePerGas"]),
+                      maxPriorityFeePerGas=int(found["maxPriorityFeePerGas"]))
+        else:
+            tx["gasPrice"] = int(found["gasPrice"])
+        with self._send_lock:
+            replaced = self._replace(tx, f"transaction {tx_hash}")
+        if replaced is None:
+            return None
+        log.warning("transaction %s (nonce %d) still pending; replaced with fees x%s: %s", tx_hash, tx["nonce"],
+                    float(self.fee_bump), replaced[1])
+        return replaced[1]
+
     def _replace(self, tx: dict[str, Any], what: str) -> tuple[dict[str, Any], str] | None:
         """Re-sign `tx` with every fee field x fee_bump (same nonce). None if its nonce got mined meanwhile."""
         from web3 import exceptions as w3e

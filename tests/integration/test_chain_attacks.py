@@ -294,3 +294,39 @@ def test_when_the_original_lands_instead_of_its_replacement_the_entry_is_confirm
     drain(box, client, 1)
     assert box.entries()[0].status == "confirmed" and box.entries()[0].note == "already on chain"
     assert nonce_of(dc.rpc_url, ADDR[4]) == nonce + 1 and client.total_rewards([pid]) == [321]
+
+
+def test_transaction_stuck_across_a_restart_is_replaced_by_the_next_worker(own_anvil: AnvilProcess,
+                                                                           tmp_path: Path) -> None:
+    """The sender gave up waiting (or died); the next worker finds the hash still pending and bumps it."""
+    dc, _, pid, box = _stuck_setup(own_anvil, tmp_path, max_replacements=0)
+    nonce = nonce_of(dc.rpc_url, ADDR[4])
+    set_automine(dc.rpc_url, False)
+    impatient = WalletChainClient(dc.rpc_url, dc.address, ANVIL_DEV_KEYS[4], receipt_timeout=1.0,
+                                  max_replacements=0)
+    first = OutboxWorker(box, impatient, base_delay=0.2, max_delay=1.0, poll_interval=0.1).start()
+    try:
+        wait_for(lambda: box.entries()[0].tx_hash is not None and "unavailable" in (box.entries()[0].note or ""),
+                 20, "the first sender to give up waiting")
+    finally:
+        first.stop()
+    stuck_hash = box.entries()[0].tx_hash
+    stuck = rpc_request(dc.rpc_url, "eth_getTransactionByHash", [stuck_hash])
+    assert stuck is not None and stuck["blockNumber"] is None
+    patient = WalletChainClient(dc.rpc_url, dc.address, ANVIL_DEV_KEYS[4], receipt_timeout=60, replace_after=1.0,
+                                max_replacements=2)
+    second = OutboxWorker(box, patient, base_delay=0.2, max_delay=1.0, poll_interval=0.1).start()
+    try:
+        wait_for(lambda: box.entries()[0].tx_hash != stuck_hash, 20, "the restarted worker to replace it")
+        assert nonce_of(dc.rpc_url, ADDR[4], "pending") == nonce + 1, "a replacement, not a second transaction"
+        set_automine(dc.rpc_url, True)
+        mine(dc.rpc_url)
+        wait_for(lambda: box.counts().confirmed == 1, 30, "the entry to be confirmed")
+    finally:
+        second.stop()
+    (entry,) = box.entries()
+    mined = rpc_request(dc.rpc_url, "eth_getTransactionByHash", [entry.tx_hash])
+    assert int(mined["nonce"], 16) == nonce
+    assert int(mined["maxFeePerGas"], 16) >= int(stuck["maxFeePerGas"], 16) * 1.25
+    assert nonce_of(dc.rpc_url, ADDR[4]) == nonce + 1
+    assert len(event_log(dc, "RewardSubmitted", account=ADDR[4])) == 1 and dc.client(4).total_rewards([pid]) == [321]
