@@ -13,21 +13,33 @@ pragma solidity ^0.8.24;
  *   `proxiableUUID`). It is deployed once and used through `SwarmCoordinatorProxy`, an
  *   ERC-1967 proxy whose constructor calls `initialize(owner)`.
  * - Identity: a wallet (EOA) registers one or more libp2p peer IDs; a peer ID belongs to one
- *   wallet forever.
+ *   wallet forever. Registration needs proof of the peer's key (`registerPeerWithProof`): the
+ *   peer ID must be the base58 sha2-256 multihash of the given protobuf PublicKey (RSA, as
+ *   hivemind peers use), and the key must sign (RSA PKCS#1 v1.5, SHA-256) the message
+ *   abi.encode(REGISTRATION_TAG, chainid, this contract, msg.sender, peerId), checked with the
+ *   modexp precompile. So nobody can register a peer ID read off the DHT, and a proof sent by
+ *   one wallet cannot be replayed by another or on another chain/contract. The 0.4.2
+ *   `registerPeer(peerId)` keeps its signature but always reverts `PeerProofRequired`.
  * - Game clock: round/stage, advanced by a STAGE_MANAGER_ROLE account; 3 stages per round.
- * - Rewards: one int256 per (round, stage, wallet). Scale is chosen off-chain (the Python
- *   client uses points x 1000). Totals are kept per peer ID.
- * - Votes: once per (round, voter peer ID), naming up to MAX_WINNERS_PER_VOTE distinct peers.
+ * - Rewards: one int256 per (round, stage, peer ID), |reward| <= MAX_ABS_REWARD (1e6 = 1000
+ *   points at the Python client's scale of points x 1000), only for the current round or the
+ *   one before. Totals are kept per peer ID; the 0.4.2 per-wallet views report the sum and
+ *   "any of its peers" for a wallet.
+ * - Votes: once per (round, voter peer ID), same round window as rewards, from a voter that
+ *   submitted a reward for that round, naming 1..MAX_WINNERS_PER_VOTE distinct registered peers.
  * - Leaderboards (voters by number of votes cast, peers by wins) are kept fully sorted
  *   incrementally: a count only ever grows by one, so each update is O(1) (one swap with the
  *   first member of its equal-count group). Views page the sorted list; no transaction ever
  *   loops over all peers.
  *
- * Refusals use custom errors. Besides the 0.4.2 set, `InvalidPeerId` refuses an empty or
- * over-long peer ID at registration.
+ * Refusals use custom errors. Besides the 0.4.2 set: `InvalidPeerId` (empty, over-long or not
+ * base58), `PeerProofRequired` (old registerPeer), `InvalidPeerProof` (key does not hash to the
+ * peer ID, is not RSA 2048..4096 bit, or the signature does not verify), `RoundClosed`,
+ * `RewardOutOfRange`, `VoterNotParticipant`, `WinnerNotRegistered`.
  *
- * Round/stage rules for submissions (so a delayed retry of an old round still lands):
+ * Round/stage rules for submissions (a delayed retry of the previous round still lands):
  * - roundNumber > currentRound                          -> InvalidRoundNumber
+ * - roundNumber + 1 < currentRound                      -> RoundClosed (older than the previous round)
  * - stageNumber >= stageCount()                         -> InvalidStageNumber
  * - roundNumber == currentRound && stageNumber > stage  -> StageOutOfBounds (stage not reached yet)
  */
@@ -96,6 +108,15 @@ contract SwarmCoordinator {
     uint256 internal constant MAX_WINNERS_PER_VOTE = 32;
     // libp2p peer IDs are ~52 characters; the cap bounds storage and copies per peer.
     uint256 internal constant MAX_PEER_ID_BYTES = 128;
+    // Rewards are points x 1000 off-chain; 1e6 is 1000 points, far above any real stage mean.
+    int256 internal constant MAX_ABS_REWARD = 1_000_000;
+    // Domain tag of the registration message (versioned so a future format cannot be confused).
+    string public constant REGISTRATION_TAG = "rl-swarm registerPeer v1";
+    // RSA modulus sizes accepted (bytes): 2048..4096 bit keys, whole 32-byte words (gas bound).
+    uint256 internal constant MIN_RSA_BYTES = 256;
+    uint256 internal constant MAX_RSA_BYTES = 512;
+    // DER AlgorithmIdentifier { rsaEncryption, NULL }.
+    bytes32 internal constant RSA_ALG_ID_HASH = keccak256(hex"300d06092a864886f70d0101010500");
 
     // The logic contract's own address: tells proxy calls from direct calls (UUPS).
     address private immutable _self = address(this);
@@ -125,6 +146,12 @@ contract SwarmCoordinator {
     error OnlyBootnodeManager();
     error PeerIdAlreadyRegistered();
     error InvalidPeerId();
+    error PeerProofRequired();
+    error InvalidPeerProof();
+    error RoundClosed();
+    error RewardOutOfRange();
+    error VoterNotParticipant();
+    error WinnerNotRegistered();
     error InvalidRoundNumber();
     error InvalidStageNumber();
     error StageOutOfBounds();
@@ -179,6 +206,13 @@ contract SwarmCoordinator {
 
     Ranking private _voters; // voter peer -> rounds voted in
     Ranking private _winners; // peer -> votes received over all rounds
+
+    struct PeerReward {
+        bool submitted;
+        int128 reward; // |reward| <= MAX_ABS_REWARD, so it packs with the flag in one slot
+    }
+
+    mapping(uint256 => mapping(uint256 => mapping(bytes32 => PeerReward))) private _peerReward; // round -> stage -> peer
 
     // ------------------------------------------------------------------ set-up and roles
 
@@ -289,16 +323,36 @@ contract SwarmCoordinator {
 
     // ------------------------------------------------------------------ peers
 
-    /// @notice Bind `peerId` to the caller's wallet; a peer ID can be registered once.
-    function registerPeer(string calldata peerId) external {
+    /// @notice 0.4.2 signature kept for compatibility; registration needs a key proof now:
+    ///         always reverts PeerProofRequired (so solc makes it pure; 0.4.2 had nonpayable).
+    function registerPeer(string calldata) external pure {
+        revert PeerProofRequired();
+    }
+
+    /// @notice Bind `peerId` to the caller's wallet, once, proving the peer's key.
+    /// @param publicKey protobuf libp2p PublicKey {key_type: RSA, data: SubjectPublicKeyInfo DER}
+    /// @param signature RSA PKCS#1 v1.5 SHA-256 over registrationMessage(msg.sender, peerId)
+    function registerPeerWithProof(string calldata peerId, bytes calldata publicKey, bytes calldata signature)
+        external
+    {
         uint256 len = bytes(peerId).length;
         if (len == 0 || len > MAX_PEER_ID_BYTES) revert InvalidPeerId();
         bytes32 key = keccak256(bytes(peerId));
         if (_peerEoa[key] != address(0)) revert PeerIdAlreadyRegistered();
+        if (_peerIdDigest(peerId) != sha256(publicKey)) revert InvalidPeerProof();
+        (bytes calldata modulus, bytes calldata exponent) = _rsaPublicKey(publicKey);
+        if (!_rsaVerify(sha256(registrationMessage(msg.sender, peerId)), signature, exponent, modulus)) {
+            revert InvalidPeerProof();
+        }
         _peerEoa[key] = msg.sender;
         _peerName[key] = peerId;
         _eoaPeerIds[msg.sender].push(peerId);
         emit PeerRegistered(msg.sender, peerId);
+    }
+
+    /// @notice The bytes a peer's key signs to let `wallet` register `peerId` here (this chain, this proxy).
+    function registrationMessage(address wallet, string calldata peerId) public view returns (bytes memory) {
+        return abi.encode(REGISTRATION_TAG, block.chainid, address(this), wallet, peerId);
     }
 
     function getPeerId(address[] calldata eoas) external view returns (string[][] memory peerIds) {
@@ -381,14 +435,19 @@ contract SwarmCoordinator {
 
     // ------------------------------------------------------------------ rewards
 
-    /// @notice Record the caller's reward for one stage of a round (once per wallet), credited
-    ///         to `peerId`, which must be registered to the caller.
+    /// @notice Record `peerId`'s reward for one stage of the current or previous round (once per
+    ///         peer and stage); `peerId` must be registered to the caller.
     function submitReward(uint256 roundNumber, uint256 stageNumber, int256 reward, string calldata peerId) external {
         _checkRoundStage(roundNumber, stageNumber);
+        if (reward > MAX_ABS_REWARD || reward < -MAX_ABS_REWARD) revert RewardOutOfRange();
         bytes32 key = _ownedPeer(peerId);
-        if (_rewardSubmitted[roundNumber][stageNumber][msg.sender]) revert RewardAlreadySubmitted();
+        PeerReward storage slot = _peerReward[roundNumber][stageNumber][key];
+        if (slot.submitted) revert RewardAlreadySubmitted();
+        slot.submitted = true;
+        slot.reward = int128(reward);
+        // 0.4.2 per-wallet views: "any of its peers submitted" and the sum over its peers.
         _rewardSubmitted[roundNumber][stageNumber][msg.sender] = true;
-        _roundStageReward[roundNumber][stageNumber][msg.sender] = reward;
+        _roundStageReward[roundNumber][stageNumber][msg.sender] += reward;
         int256 total = _totalRewards[key] + reward;
         _totalRewards[key] = total;
         emit RewardSubmitted(msg.sender, roundNumber, stageNumber, reward, peerId);
@@ -414,6 +473,26 @@ contract SwarmCoordinator {
         }
     }
 
+    /// @notice Has `peerId` (whoever owns it) a reward for (round, stage)?
+    function hasSubmittedPeerReward(uint256 roundNumber, uint256 stageNumber, string calldata peerId)
+        external
+        view
+        returns (bool)
+    {
+        return _peerReward[roundNumber][stageNumber][keccak256(bytes(peerId))].submitted;
+    }
+
+    function getPeerRoundStageReward(uint256 roundNumber, uint256 stageNumber, string[] calldata peerIds)
+        external
+        view
+        returns (int256[] memory rewards)
+    {
+        rewards = new int256[](peerIds.length);
+        for (uint256 i = 0; i < peerIds.length; i++) {
+            rewards[i] = _peerReward[roundNumber][stageNumber][keccak256(bytes(peerIds[i]))].reward;
+        }
+    }
+
     function getTotalRewards(string[] calldata peerIds) external view returns (int256[] memory totals) {
         totals = new int256[](peerIds.length);
         for (uint256 i = 0; i < peerIds.length; i++) {
@@ -423,13 +502,15 @@ contract SwarmCoordinator {
 
     // ------------------------------------------------------------------ votes
 
-    /// @notice The voter `peerId` (registered to the caller) names the round's winners, once
-    ///         per round: 1..MAX_WINNERS_PER_VOTE distinct, non-empty peer IDs.
+    /// @notice The voter `peerId` (registered to the caller, with a reward in that round) names
+    ///         the round's winners, once per round, for the current or previous round:
+    ///         1..MAX_WINNERS_PER_VOTE distinct registered peer IDs.
     function submitWinners(uint256 roundNumber, string[] calldata winners, string calldata peerId) external {
-        if (roundNumber > _currentRound) revert InvalidRoundNumber();
+        _checkRound(roundNumber);
         bytes32 voter = _ownedPeer(peerId);
         string[] storage stored = _votes[roundNumber][voter];
         if (stored.length != 0) revert WinnerAlreadyVoted();
+        if (!_tookPart(roundNumber, voter)) revert VoterNotParticipant();
         uint256 n = winners.length;
         if (n == 0 || n > MAX_WINNERS_PER_VOTE) revert InvalidVote();
         bytes32[] memory keys = new bytes32[](n);
@@ -437,6 +518,8 @@ contract SwarmCoordinator {
             uint256 len = bytes(winners[i]).length;
             if (len == 0 || len > MAX_PEER_ID_BYTES) revert InvalidVote();
             bytes32 k = keccak256(bytes(winners[i]));
+            // Registered peer IDs passed the base58/key check, so this also bounds the content.
+            if (_peerEoa[k] == address(0)) revert WinnerNotRegistered();
             for (uint256 j = 0; j < i; j++) {
                 if (keys[j] == k) revert InvalidVote();
             }
@@ -445,7 +528,6 @@ contract SwarmCoordinator {
         for (uint256 i = 0; i < n; i++) {
             stored.push(winners[i]);
             _roundPeerVotes[roundNumber][keys[i]] += 1;
-            if (bytes(_peerName[keys[i]]).length == 0) _peerName[keys[i]] = winners[i];
             _bump(_winners, keys[i]);
         }
         _bump(_voters, voter);
@@ -496,10 +578,138 @@ contract SwarmCoordinator {
 
     // ------------------------------------------------------------------ internals
 
+    function _checkRound(uint256 roundNumber) private view {
+        uint256 current = _currentRound;
+        if (roundNumber > current) revert InvalidRoundNumber();
+        if (roundNumber + 1 < current) revert RoundClosed();
+    }
+
     function _checkRoundStage(uint256 roundNumber, uint256 stageNumber) private view {
-        if (roundNumber > _currentRound) revert InvalidRoundNumber();
+        _checkRound(roundNumber);
         if (stageNumber >= STAGE_COUNT) revert InvalidStageNumber();
         if (roundNumber == _currentRound && stageNumber > _currentStage) revert StageOutOfBounds();
+    }
+
+    function _tookPart(uint256 roundNumber, bytes32 peer) private view returns (bool) {
+        for (uint256 s = 0; s < STAGE_COUNT; s++) {
+            if (_peerReward[roundNumber][s][peer].submitted) return true;
+        }
+        return false;
+    }
+
+    // ------------------------------------------------------------------ key proofs
+
+    /// The sha-256 digest inside a peer ID: base58-decode it (3 x 128-bit limbs, no bignum
+    /// library) and require the multihash prefix 0x1220. Canonical base58 has no leading '1'
+    /// here (the first byte is 0x12), so decoding is one-to-one and comparing digests is exact.
+    function _peerIdDigest(string calldata peerId) private pure returns (bytes32) {
+        bytes calldata s = bytes(peerId);
+        uint256 mask = type(uint128).max;
+        uint256 l0;
+        uint256 l1;
+        uint256 l2;
+        for (uint256 i = 0; i < s.length; i++) {
+            uint256 t = l0 * 58 + _base58Digit(uint8(s[i]));
+            l0 = t & mask;
+            t = l1 * 58 + (t >> 128);
+            l1 = t & mask;
+            l2 = l2 * 58 + (t >> 128);
+            if (l2 > 0xffff) revert InvalidPeerProof(); // longer than a sha2-256 multihash
+        }
+        if (l2 != 0x1220 || uint8(s[0]) == 0x31) revert InvalidPeerProof();
+        return bytes32((l1 << 128) | l0);
+    }
+
+    function _base58Digit(uint8 c) private pure returns (uint256) {
+        // 123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz (no 0, O, I, l)
+        if (c >= 0x31 && c <= 0x39) return c - 0x31;
+        if (c >= 0x41 && c <= 0x48) return c - 0x41 + 9;
+        if (c >= 0x4a && c <= 0x4e) return c - 0x4a + 17;
+        if (c >= 0x50 && c <= 0x5a) return c - 0x50 + 22;
+        if (c >= 0x61 && c <= 0x6b) return c - 0x61 + 33;
+        if (c >= 0x6d && c <= 0x7a) return c - 0x6d + 44;
+        revert InvalidPeerId();
+    }
+
+    /// (modulus, exponent) of a protobuf PublicKey {1: RSA (0), 2: SubjectPublicKeyInfo DER}.
+    function _rsaPublicKey(bytes calldata pk) private pure returns (bytes calldata modulus, bytes calldata exponent) {
+        if (pk.length < 8 || pk[0] != 0x08 || pk[1] != 0x00 || pk[2] != 0x12) revert InvalidPeerProof();
+        uint256 p = 3;
+        uint256 dataLen;
+        // varint length, 1..2 bytes (a 4096-bit SPKI is ~550 bytes)
+        if (uint8(pk[p]) < 0x80) {
+            dataLen = uint8(pk[p]);
+            p += 1;
+        } else {
+            dataLen = (uint8(pk[p]) & 0x7f) | (uint256(uint8(pk[p + 1])) << 7);
+            if (uint8(pk[p + 1]) >= 0x80) revert InvalidPeerProof();
+            p += 2;
+        }
+        if (p + dataLen != pk.length) revert InvalidPeerProof();
+        uint256 len;
+        (p, len) = _der(pk, p, 0x30); // SubjectPublicKeyInfo
+        if (p + len != pk.length) revert InvalidPeerProof();
+        if (keccak256(pk[p:p + 15]) != RSA_ALG_ID_HASH) revert InvalidPeerProof();
+        p += 15;
+        (p, len) = _der(pk, p, 0x03); // BIT STRING, no unused bits
+        if (pk[p] != 0x00) revert InvalidPeerProof();
+        (p, len) = _der(pk, p + 1, 0x30); // RSAPublicKey
+        (p, len) = _der(pk, p, 0x02);
+        modulus = pk[p:p + len];
+        p += len;
+        if (modulus.length > 0 && modulus[0] == 0x00) modulus = modulus[1:];
+        (p, len) = _der(pk, p, 0x02);
+        exponent = pk[p:p + len];
+        p += len;
+        if (p != pk.length || exponent.length == 0 || exponent.length > 32) revert InvalidPeerProof();
+        uint256 k = modulus.length;
+        if (k < MIN_RSA_BYTES || k > MAX_RSA_BYTES || k % 32 != 0 || modulus[0] == 0x00) revert InvalidPeerProof();
+    }
+
+    /// DER header at `p` with tag `tag`: (content start, content length), short or 1-2 byte long form.
+    function _der(bytes calldata b, uint256 p, uint8 tag) private pure returns (uint256, uint256) {
+        if (uint8(b[p]) != tag) revert InvalidPeerProof();
+        uint256 first = uint8(b[p + 1]);
+        uint256 len;
+        if (first < 0x80) {
+            len = first;
+            p += 2;
+        } else if (first == 0x81) {
+            len = uint8(b[p + 2]);
+            p += 3;
+        } else if (first == 0x82) {
+            len = (uint256(uint8(b[p + 2])) << 8) | uint8(b[p + 3]);
+            p += 4;
+        } else {
+            revert InvalidPeerProof();
+        }
+        if (p + len > b.length) revert InvalidPeerProof();
+        return (p, len);
+    }
+
+    /// RSASSA-PKCS1-v1_5 with SHA-256: signature^e mod n (modexp precompile, 0x05) must equal
+    /// 0x00 01 FF..FF 00 || DigestInfo(sha256) || digest.
+    function _rsaVerify(bytes32 digest, bytes calldata signature, bytes calldata exponent, bytes calldata modulus)
+        private
+        view
+        returns (bool)
+    {
+        uint256 k = modulus.length;
+        if (signature.length != k) return false;
+        bytes memory input = abi.encodePacked(k, exponent.length, k, signature, exponent, modulus);
+        (bool ok, bytes memory result) = address(0x05).staticcall(input);
+        if (!ok || result.length != k) return false;
+        bytes memory expected = new bytes(k); // k is a multiple of 32 (checked in _rsaPublicKey)
+        assembly {
+            let start := add(expected, 32)
+            let end := add(start, k)
+            for { let q := start } lt(q, end) { q := add(q, 32) } { mstore(q, not(0)) }
+            mstore(start, or(shl(240, 1), shr(16, not(0)))) // 00 01 FF..
+            // FF.. 00 30 31 30 0d 06 09 60 86 48 01 65 03 04 02 01 05 00 04 20 (DigestInfo prefix)
+            mstore(sub(end, 64), or(shl(160, not(0)), 0x003031300d060960864801650304020105000420))
+            mstore(sub(end, 32), digest)
+        }
+        return keccak256(result) == keccak256(expected);
     }
 
     /// The peer ID's key, if the caller's wallet registered it.

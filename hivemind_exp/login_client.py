@@ -214,8 +214,16 @@ class LoginClient:
     def _write(self, path: str, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", path, json_body=body, headers={"Authorization": f"Bearer {api_key}"})
 
-    def register_peer(self, api_key: str, org_id: str, peer_id: str) -> str:
-        return str(self._write("/api/register-peer", api_key, {"orgId": org_id, "peerId": peer_id})["txHash"])
+    def wallet_address(self, api_key: str, org_id: str) -> str:
+        """The user's wallet: what a peer's registration proof must name (see `chain.proof`)."""
+        return str(self._call("GET", "/api/wallet-address", params={"orgId": org_id},
+                              headers={"Authorization": f"Bearer {api_key}"})["address"])
+
+    def register_peer(self, api_key: str, org_id: str, proof: Any) -> str:
+        """Register with a `chain.proof.PeerProof` made for `wallet_address()` (the contract checks it)."""
+        body = {"orgId": org_id, "peerId": proof.peer_id, "publicKey": "0x" + proof.public_key.hex(),
+                "signature": "0x" + proof.signature.hex()}
+        return str(self._write("/api/register-peer", api_key, body)["txHash"])
 
     def submit_reward(self, api_key: str, org_id: str, round_number: int, stage_number: int, reward: int, peer_id: str) -> str:
         body = {"orgId": org_id, "roundNumber": round_number, "stageNumber": stage_number, "reward": reward, "peerId": peer_id}

@@ -147,6 +147,11 @@ class TrainerNode:
         from hivemind_exp.chain.client import build_client, ensure_registered
         from hivemind_exp.chain.errors import ChainError
         from hivemind_exp.chain.outbox import OUTBOX_FILENAME, Outbox, OutboxWorker
+        from hivemind_exp.chain.proof import PeerKey
+        from hivemind_exp.identity import load_identity
+
+        # The contract registers a peer ID only with a signature of the peer's own key.
+        peer_key = PeerKey.from_identity(load_identity(self.s.identity_path))
 
         if self.s.chain_mode == "relay":
             from hivemind_exp.login_client import wait_for_activation
@@ -157,7 +162,7 @@ class TrainerNode:
         delay = 1.0
         while True:
             try:
-                tx = ensure_registered(self.chain, peer_id)
+                tx = ensure_registered(self.chain, peer_key)
                 break
             except ChainError as err:
                 if getattr(err, "error_name", None) == "PeerIdAlreadyRegistered" or time.monotonic() > deadline:

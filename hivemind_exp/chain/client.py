@@ -20,6 +20,7 @@ from hivemind_exp.chain.artifact import ContractArtifact, load_artifact
 from hivemind_exp.chain.errors import ChainConfigError, ChainError, ChainRevert, ChainUnavailable, decode_revert
 
 if TYPE_CHECKING:
+    from hivemind_exp.chain.proof import PeerKey
     from hivemind_exp.chain.settings import ChainSettings
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class ChainClient(Protocol):
     def reward_on_chain(self, round_number: int, stage_number: int, peer_id: str) -> bool: ...
     def winners_on_chain(self, round_number: int, peer_id: str) -> bool: ...
     def transaction_status(self, tx_hash: str) -> TxStatus: ...
-    def register_peer(self, peer_id: str, *, on_sent: OnSent | None = None) -> TxResult: ...
+    def register_peer(self, key: PeerKey, *, on_sent: OnSent | None = None) -> TxResult: ...
     def submit_reward(self, round_number: int, stage_number: int, reward: int, peer_id: str, *,
                       on_sent: OnSent | None = None) -> TxResult: ...
     def submit_winners(self, round_number: int, winners: Sequence[str], peer_id: str, *,
@@ -245,18 +246,29 @@ class ChainReader:
         role = self._call(role_name)
         return bool(self._call("hasRole", role, Web3.to_checksum_address(address)))
 
-    def reward_on_chain(self, round_number: int, stage_number: int, peer_id: str) -> bool:
-        """Has the wallet that owns `peer_id` (the only one allowed to submit for it) a reward for (round, stage)?"""
-        from web3 import Web3
+    def peer_reward(self, round_number: int, stage_number: int, peer_id: str) -> int:
+        return int(self._call("getPeerRoundStageReward", round_number, stage_number, [peer_id])[0])
 
-        account = self.eoa_of(peer_id)
-        if account is None:
+    def _owned_by_me(self, peer_id: str) -> bool:
+        """Is `peer_id` registered to this client's wallet? Only then can a submission for it be ours."""
+        owner = self.eoa_of(peer_id)
+        mine = self.account_address(None)
+        return owner is not None and mine is not None and owner.lower() == mine.lower()
+
+    def reward_on_chain(self, round_number: int, stage_number: int, peer_id: str) -> bool:
+        """Has this client's wallet landed `peer_id`'s reward for (round, stage)?
+
+        The contract keeps one reward per (round, stage, peer) and only the peer's owner may
+        submit it, so "our wallet owns the peer and the peer has a reward" means we sent it. A
+        peer owned by someone else is never "already landed" (the send then fails, with why).
+        """
+        if not self._owned_by_me(peer_id):
             return False
-        return bool(self._call("hasSubmittedRoundStageReward", round_number, stage_number,
-                               Web3.to_checksum_address(account)))
+        return bool(self._call("hasSubmittedPeerReward", round_number, stage_number, peer_id))
 
     def winners_on_chain(self, round_number: int, peer_id: str) -> bool:
-        return len(self.voter_votes(round_number, peer_id)) > 0
+        """Has this client's wallet landed `peer_id`'s vote for the round? (Owner checked as above.)"""
+        return self._owned_by_me(peer_id) and len(self.voter_votes(round_number, peer_id)) > 0
 
     def transaction_status(self, tx_hash: str) -> TxStatus:
         from web3 import exceptions as w3e
@@ -337,7 +349,9 @@ def build_client(settings: ChainSettings) -> ChainClient | None:
         assert settings.wallet_key_file is not None  # the settings validator guarantees it
         return WalletChainClient(settings.rpc_url, address, read_private_key(settings.wallet_key_file),
                                  timeout=settings.rpc_timeout, receipt_timeout=settings.receipt_timeout,
-                                 expected_chain_id=settings.expected_chain_id)
+                                 expected_chain_id=settings.expected_chain_id,
+                                 replace_after=settings.tx_replace_after,
+                                 max_replacements=settings.tx_max_replacements, fee_bump=settings.tx_fee_bump)
     from hivemind_exp.chain.relay import RelayChainClient
 
     assert settings.org_id is not None and settings.api_key is not None
@@ -347,21 +361,33 @@ def build_client(settings: ChainSettings) -> ChainClient | None:
                             wallet_address=settings.relay_wallet_address)
 
 
-def ensure_registered(client: ChainClient, peer_id: str) -> str | None:
-    """Register `peer_id` unless already registered to this client's wallet.
+def ensure_registered(client: ChainClient, key: PeerKey) -> str | None:
+    """Register `key`'s peer ID (with proof of the key) unless already registered to this client's wallet.
 
     Returns the tx hash when it registered, None when nothing was needed. A peer ID owned by
-    another wallet is a ChainRevert("PeerIdAlreadyRegistered") naming that wallet.
+    another wallet is a ChainRevert("PeerIdAlreadyRegistered") naming that wallet; so is a
+    client that cannot say which wallet is its own (never assume a registration is ours).
     """
-    owner = client.eoa_of(peer_id)
+    peer_id = key.peer_id
     mine = client.account_address(None)
-    if owner is not None:
-        if mine is None or owner.lower() == mine.lower():
+    if mine is None:
+        raise ChainConfigError(f"cannot tell which wallet this {client.mode} client sends from, so cannot check who "
+                               f"owns {peer_id}; set --relay-wallet-address (userData.json 'address')")
+
+    def owner_check() -> str | None:
+        owner = client.eoa_of(peer_id)
+        if owner is None:
             return None
+        if owner.lower() == mine.lower():
+            return owner
         raise ChainRevert("PeerIdAlreadyRegistered", f"{peer_id} belongs to wallet {owner}, not {mine}")
+
+    if owner_check() is not None:
+        return None
     try:
-        return client.register_peer(peer_id).tx_hash
+        return client.register_peer(key).tx_hash
     except ChainRevert as exc:
-        if exc.already_done:
+        # Someone registered it between our check and our send: ours only if the owner is us.
+        if exc.error_name == "PeerIdAlreadyRegistered" and owner_check() is not None:
             return None
         raise

@@ -19,11 +19,21 @@ from typing import Any
 # Plain-English meaning of each refusal of SwarmCoordinator (and of the proxy machinery).
 REVERT_MESSAGES: dict[str, str] = {
     "PeerIdAlreadyRegistered": "this peer ID is already registered to a wallet",
-    "InvalidPeerId": "the peer ID is empty or longer than 128 bytes",
+    "InvalidPeerId": "the peer ID is empty, longer than 128 bytes or not base58",
+    "PeerProofRequired": "registerPeer(peerId) is disabled: register with registerPeerWithProof(peerId, publicKey, "
+                         "signature), signed by the peer's key (the chain client does this)",
+    "InvalidPeerProof": "the public key does not hash to this peer ID, is not an RSA 2048-4096 bit key, or its "
+                        "signature over (chain id, contract, sending wallet, peer ID) does not verify; sign with the "
+                        "peer's own identity key for the wallet that sends the transaction",
+    "RoundClosed": "that round is closed: rewards and votes are accepted for the current and the previous round only",
+    "RewardOutOfRange": "the reward is outside -1000000..1000000 (i.e. +-1000 points at the x1000 scale)",
+    "VoterNotParticipant": "this peer has no reward in that round, and only peers that took part may vote "
+                           "(submit the round's reward first)",
+    "WinnerNotRegistered": "a named winner is not a registered peer ID",
     "InvalidRoundNumber": "the round number is ahead of the chain's current round",
     "InvalidStageNumber": "the stage number is not a stage of the game (must be below stageCount())",
     "StageOutOfBounds": "that stage of the current round has not started yet on chain",
-    "RewardAlreadySubmitted": "this wallet already submitted a reward for that round and stage",
+    "RewardAlreadySubmitted": "this peer already has a reward for that round and stage",
     "WinnerAlreadyVoted": "this peer already voted for the winners of that round",
     "InvalidVote": "the winners list is empty, too long (max 32), has duplicates or an empty/over-long peer ID",
     "InvalidVoterPeerId": "the caller's wallet does not own that peer ID (register the peer first, with this wallet)",
@@ -49,7 +59,7 @@ ALREADY_DONE: frozenset[str] = frozenset({"PeerIdAlreadyRegistered", "RewardAlre
 
 # Refusals that can turn into success later without changing the request (the chain's
 # round/stage has not caught up yet).
-NOT_YET: frozenset[str] = frozenset({"InvalidRoundNumber", "StageOutOfBounds"})
+NOT_YET: frozenset[str] = frozenset({"InvalidRoundNumber", "StageOutOfBounds", "VoterNotParticipant"})
 
 
 class ChainError(Exception):

@@ -5,7 +5,10 @@ can read while the node writes). `OutboxWorker` is a thread that sends due entri
 a time:
 
 1. If an earlier attempt recorded a tx hash, look it up: mined OK -> confirmed; still
-   pending -> check again later.
+   pending -> check again later; pending for longer than the client's `replace_after`
+   (e.g. sent before a restart) -> the wallet client re-sends it with the same nonce and
+   higher fees, at most `max_replacements` times per worker, and the new hash is recorded.
+   Whichever version is mined, the chain check below confirms the entry once.
 2. Ask the chain whether the submission is already there (`reward_on_chain` /
    `winners_on_chain`): yes -> confirmed, nothing sent. This is what makes a retry after a
    crash (or a lost response) never double a submission.
@@ -232,6 +235,8 @@ class OutboxWorker:
         self._lock_fd: int | None = None
         self._down_streak = 0  # consecutive "chain unavailable" results: drives the queue-wide backoff
         self._rng = random.Random()
+        # entry id -> (tx hash, when first seen pending, replacements made) for stuck transactions
+        self._pending: dict[int, tuple[str, float, int]] = {}
 
     # -- lifecycle
 
@@ -354,19 +359,42 @@ class OutboxWorker:
             return "settled"
 
 
+    def _maybe_replace(self, entry: OutboxEntry) -> str:
+        """Fee-bump a transaction pending too long, if the client can (the wallet back-end; the relay's
+        login service replaces its own). Returns the entry's note."""
+        assert entry.tx_hash is not None
+        replace = getattr(self.client, "replace_pending", None)
+        after = float(getattr(self.client, "replace_after", 0) or 0)
+        limit = int(getattr(self.client, "max_replacements", 0) or 0)
+        tx_hash, since, done = self._pending.get(entry.id, (entry.tx_hash, time.monotonic(), 0))
+        if tx_hash != entry.tx_hash:  # replaced elsewhere (or by the send path): restart the clock
+            tx_hash, since = entry.tx_hash, time.monotonic()
+        self._pending[entry.id] = (tx_hash, since, done)
+        if replace is None or done >= limit or time.monotonic() - since < after:
+            return "sent; waiting to be mined"
+        new_hash = replace(entry.tx_hash)
+        if new_hash is None:
+            return "sent; no longer pending, checking again"
+        self.outbox.record_sent(entry.id, new_hash)
+        self._pending[entry.id] = (new_hash, time.monotonic(), done + 1)
+        return f"sent; still pending after {after:.0f}s, replaced with higher fees ({done + 1}/{limit})"
+
     def _send(self, entry: OutboxEntry) -> Literal["settled", "later"]:
         p = entry.payload
         if entry.tx_hash:
             status = self.client.transaction_status(entry.tx_hash)
             if status == "success":
                 self._down_streak = 0
+                self._pending.pop(entry.id, None)
                 self.outbox.mark_confirmed(entry.id, entry.tx_hash)
                 return "settled"
             if status == "pending":
+                note = self._maybe_replace(entry)
                 delay = self._backoff(0)
-                self.outbox.reschedule(entry.id, time.time() + delay, "sent; waiting to be mined", count_attempt=False)
+                self.outbox.reschedule(entry.id, time.time() + delay, note, count_attempt=False)
                 return "later"
             # reverted or dropped: fall through to the on-chain check and a fresh send.
+        self._pending.pop(entry.id, None)
         if entry.kind == "reward":
             done = self.client.reward_on_chain(p["round"], p["stage"], p["peer_id"])
         else:

@@ -4,7 +4,9 @@ HTTP contract with the login service (`modal-login/`), all with `Authorization: 
 
 - `GET  /api/get-api-key-status?orgId=...`  -> JSON with the key's activation ("activated": true
   or "status": "activated")
-- `POST /api/register-peer`   {orgId, peerId}
+- `GET  /api/wallet-address?orgId=...` -> {"orgId", "address"}: the user's wallet (the peer's
+  key signs a registration proof bound to it)
+- `POST /api/register-peer`   {orgId, peerId, publicKey, signature} (hex; see `chain.proof`)
 - `POST /api/submit-reward`   {orgId, roundNumber, stageNumber, reward, peerId}
 - `POST /api/submit-winner`   {orgId, roundNumber, winners, peerId}
 
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 
 from hivemind_exp.chain.client import ChainReader, OnSent, TxResult
 from hivemind_exp.chain.errors import REVERT_MESSAGES, ChainRevert, ChainUnavailable, RelayRefused
+from hivemind_exp.chain.proof import PeerKey
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +79,30 @@ class RelayChainClient(ChainReader):
         self.receipt_timeout = receipt_timeout
 
     def account_address(self, peer_id: str | None = None) -> str | None:
-        """The login service's wallet for this user if known (userData.json), else whoever owns `peer_id`."""
-        if self.wallet_address:
-            return self.wallet_address
-        return self.eoa_of(peer_id) if peer_id else None
+        """The user's wallet in the login service: configured (userData.json), else asked once.
+
+        Never "whoever owns `peer_id`": that would take someone else's registration for ours.
+        """
+        if not self.wallet_address:
+            self.wallet_address = self.fetch_wallet_address()
+        return self.wallet_address
+
+    def fetch_wallet_address(self) -> str:
+        from web3 import Web3
+
+        status, body, text = self._request("GET", "/api/wallet-address", what="wallet address",
+                                           params={"orgId": self.org_id})
+        if status >= 500:
+            raise ChainUnavailable(f"wallet address: login service answered {status}: {text}")
+        if status in (401, 403):
+            raise RelayRefused(f"wallet address: API key refused ({status}); activate it with `rl-swarm login`: "
+                               f"{text}", status, retryable=True)
+        address = body.get("address") if isinstance(body, dict) else None
+        if status != 200 or not isinstance(address, str) or not Web3.is_address(address):
+            raise RelayRefused(f"wallet address: login service answered {status} without a wallet address "
+                               f"(older login service? set --relay-wallet-address from userData.json): {text}",
+                               status)
+        return Web3.to_checksum_address(address)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
@@ -142,9 +165,14 @@ class RelayChainClient(ChainReader):
             raise RelayRefused(f"{what}: login service has no {path} ({status}); check --login-url", status)
         raise RelayRefused(f"{what}: login service answered {status}: {text}", status)
 
-    def register_peer(self, peer_id: str, *, on_sent: OnSent | None = None) -> TxResult:
-        return self._send("/api/register-peer", {"peerId": peer_id}, "registerPeer", "PeerIdAlreadyRegistered",
-                          on_sent)
+    def register_peer(self, key: PeerKey, *, on_sent: OnSent | None = None) -> TxResult:
+        """The node signs the proof for the user's wallet; the login service only sends it."""
+        wallet = self.account_address(None)
+        assert wallet is not None  # account_address raises rather than return None here
+        proof = key.prove(self.chain_id(), self.contract_address, wallet)
+        body = {"peerId": proof.peer_id, "publicKey": "0x" + proof.public_key.hex(),
+                "signature": "0x" + proof.signature.hex()}
+        return self._send("/api/register-peer", body, "registerPeerWithProof", "PeerIdAlreadyRegistered", on_sent)
 
     def submit_reward(self, round_number: int, stage_number: int, reward: int, peer_id: str, *,
                       on_sent: OnSent | None = None) -> TxResult:

@@ -82,6 +82,12 @@ class ChainSettings(ServiceSettings):
     outbox_base_delay: float = Field(1.0, gt=0, le=600, description="first retry delay (s) of a failed submission; "
                                      "doubles per attempt")
     outbox_max_delay: float = Field(60.0, gt=0, le=3600, description="longest retry delay (s) of a failed submission")
+    tx_replace_after: float = Field(30.0, gt=0, le=3600, description="wallet mode: seconds a sent transaction may stay "
+                                    "unmined before it is re-sent with the same nonce and higher fees")
+    tx_max_replacements: int = Field(3, ge=0, le=20, description="wallet mode: how many times one transaction may be "
+                                     "replaced (0: never)")
+    tx_fee_bump: float = Field(1.25, ge=1.125, le=4.0, description="wallet mode: fee multiplier of each replacement "
+                               "(nodes refuse a replacement below x1.1, so at least 1.125)")
 
     @field_validator("contract_address")
     @classmethod
@@ -117,6 +123,10 @@ class ChainSettings(ServiceSettings):
                                  "(log in with `rl-swarm login` to get them); or use chain_mode=wallet / off")
         if self.outbox_max_delay < self.outbox_base_delay:
             raise ValueError("outbox_max_delay must be >= outbox_base_delay")
+        if self.chain_mode == "wallet" and self.tx_max_replacements > 0 and self.tx_replace_after >= self.receipt_timeout:
+            raise ValueError(f"tx_replace_after ({self.tx_replace_after:g}s) must be below receipt_timeout "
+                             f"({self.receipt_timeout:g}s), or a stuck transaction is never replaced; lower it, "
+                             "raise receipt_timeout, or set tx_max_replacements=0")
         return self
 
 

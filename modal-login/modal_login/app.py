@@ -408,11 +408,24 @@ def create_app(settings: LoginSettings) -> FastAPI:
         rate_limit(write_bucket, org, "write calls for this org")
         return user
 
+    @app.get("/api/wallet-address", response_model=schemas.WalletAddressResponse, responses=AUTH_ERRORS,
+             tags=["trainer"])
+    def wallet_address(orgId: Annotated[str, Query(min_length=1, max_length=128)],
+                       org: KeyOrg) -> schemas.WalletAddressResponse:
+        """The user's wallet address: the trainer's peer key signs its registration proof for it."""
+        user = svc.user_for_write(org, orgId)
+        wallet = svc.storage.wallet(user.id)
+        if wallet is None:
+            raise ServiceError(409, "NoWallet", "this account has no wallet yet: sign in once on the login page")
+        return schemas.WalletAddressResponse(orgId=orgId, address=wallet.address)
+
     @app.post("/api/register-peer", response_model=schemas.TxResponse, responses=write_responses, tags=["trainer"])
     def register_peer(body: schemas.RegisterPeerRequest, org: KeyOrg) -> schemas.TxResponse:
-        """Bind `peerId` to the user's wallet on the SwarmCoordinator (409 PeerIdAlreadyRegistered if done)."""
+        """Bind `peerId` to the user's wallet with the trainer's key proof (409 PeerIdAlreadyRegistered if done;
+        400 InvalidPeerProof if the proof is not for this wallet, chain and contract)."""
         user = writer(org, body.orgId)
-        tx = svc.relay.register_peer(svc.unlock(user), body.peerId)
+        tx = svc.relay.register_peer(svc.unlock(user), body.peerId, bytes.fromhex(body.publicKey[2:]),
+                                     bytes.fromhex(body.signature[2:]))
         event("relay", op="register_peer", org_id=org, peer_id=body.peerId, tx_hash=tx.tx_hash)
         return schemas.TxResponse(txHash=tx.tx_hash, blockNumber=tx.block_number)
 

@@ -178,8 +178,11 @@ class Relay:
                 raise ContractRejected(502, "ChainError", str(e)) from None
         return TxOutcome(result.tx_hash, result.block_number)
 
-    def register_peer(self, account: Any, peer_id: str) -> TxOutcome:
-        return self._transact(account, "register_peer", [peer_id])
+    def register_peer(self, account: Any, peer_id: str, public_key: bytes, signature: bytes) -> TxOutcome:
+        """Send the trainer's key proof; the contract checks it (InvalidPeerProof -> 400)."""
+        from hivemind_exp.chain.proof import PeerProof
+
+        return self._transact(account, "register_peer_with_proof", [PeerProof(peer_id, public_key, signature)])
 
     def submit_reward(self, account: Any, round_number: int, stage_number: int, reward: int, peer_id: str) -> TxOutcome:
         return self._transact(account, "submit_reward", [round_number, stage_number, reward, peer_id])

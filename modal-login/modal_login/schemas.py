@@ -22,9 +22,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Hex with 0x. A 4096-bit key's protobuf PublicKey is ~550 bytes, its signature 512 bytes.
+HexBytes = Annotated[str, StringConstraints(pattern=r"^0x([0-9a-fA-F]{2}){1,1024}$")]
+
+
 class RegisterPeerRequest(_Strict):
+    """The trainer proves its peer key: it signs the contract's registration message for the user's wallet."""
+
     orgId: OrgId
     peerId: PeerId
+    publicKey: Annotated[HexBytes, Field(description="protobuf libp2p PublicKey (RSA) whose multihash is peerId")]
+    signature: Annotated[HexBytes, Field(description="RSA PKCS#1 v1.5 SHA-256 signature over the contract's "
+                                                     "registrationMessage(wallet, peerId)")]
 
 
 class SubmitRewardRequest(_Strict):
@@ -50,6 +59,11 @@ class TxResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: Annotated[str, Field(description="machine-readable name, e.g. RewardAlreadySubmitted, InvalidApiKey, ChainUnavailable")]
     detail: Annotated[str, Field(description="what went wrong and what to do")]
+
+
+class WalletAddressResponse(BaseModel):
+    orgId: str
+    address: Annotated[str, Field(description="the user's wallet, which sends this org's contract calls")]
 
 
 class KeyStatusResponse(BaseModel):

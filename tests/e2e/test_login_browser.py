@@ -41,8 +41,11 @@ def test_sign_up_activate_and_relay_in_chromium(login_chain: LoginChain, login_s
     from hivemind_exp.chain.client import ChainReader
 
     auth = {"Authorization": f"Bearer {seen['apiKey']}"}
-    peer = "QmBrowserPeer1"
-    r2 = httpx.post(f"{login_service.url}/api/register-peer", json={"orgId": seen["orgId"], "peerId": peer}, headers=auth, timeout=60)
+    from tests.fixtures.login import register_body
+
+    body = register_body(seen["orgId"], seen["address"], login_chain.address)
+    peer = body["peerId"]
+    r2 = httpx.post(f"{login_service.url}/api/register-peer", json=body, headers=auth, timeout=60)
     assert r2.status_code == 200, r2.text
     reader = ChainReader(login_chain.rpc_url, login_chain.address)
     rnd, stage = reader.round_and_stage()

@@ -16,7 +16,7 @@ from hivemind_exp.chain.errors import ChainConfigError, ChainRevert, ChainUnavai
 from hivemind_exp.chain.settings import ChainSettings
 from hivemind_exp.chain.wallet import WalletChainClient
 from hivemind_exp.settings_base import load_settings
-from tests.fixtures.chain import DeployedContract, event_log
+from tests.fixtures.chain import DeployedContract, event_log, peer_id, peer_key, register
 
 pytestmark = pytest.mark.chain
 
@@ -46,21 +46,21 @@ def test_wallet_writes_reads_and_registration(deployed_contract: DeployedContrac
     dc = deployed_contract
     client = dc.client(4)
     sent: list[str] = []
-    tx = client.register_peer("QmWallet", on_sent=sent.append)
+    tx = client.register_peer(peer_key("wallet"), on_sent=sent.append)
     assert sent == [tx.tx_hash] and client.transaction_status(tx.tx_hash) == "success"
     assert client.transaction_status("0x" + "12" * 32) == "unknown"
-    assert ensure_registered(client, "QmWallet") is None
-    assert ensure_registered(client, "QmWallet2") is not None
-    assert client.peer_ids_of(ADDR[4]) == ["QmWallet", "QmWallet2"]
+    assert ensure_registered(client, peer_key("wallet")) is None
+    assert ensure_registered(client, peer_key("wallet2")) is not None
+    assert client.peer_ids_of(ADDR[4]) == [peer_id("wallet"), peer_id("wallet2")]
     with pytest.raises(ChainRevert, match="belongs to wallet"):
-        ensure_registered(dc.client(5), "QmWallet")
+        ensure_registered(dc.client(5), peer_key("wallet"))
     assert client.round_and_stage() == (0, 0)
 
 
 def test_concurrent_sends_from_one_wallet_get_distinct_nonces(deployed_contract: DeployedContract) -> None:
     dc = deployed_contract
     owner, client = dc.client(0), dc.client(4)
-    client.register_peer("QmThreads")
+    threads_peer = register(client, "threads")
     for _ in range(5):
         owner.update_stage_and_round()  # round 1, stage 2: six (round, stage) pairs open
     pairs = [(r, s) for r in range(2) for s in range(3)]
@@ -68,7 +68,7 @@ def test_concurrent_sends_from_one_wallet_get_distinct_nonces(deployed_contract:
 
     def send(r: int, s: int) -> None:
         try:
-            client.submit_reward(r, s, 10 * r + s, "QmThreads")
+            client.submit_reward(r, s, 10 * r + s, threads_peer)
         except BaseException as exc:  # collected and re-raised in the test thread
             errors.append(exc)
 
@@ -79,7 +79,7 @@ def test_concurrent_sends_from_one_wallet_get_distinct_nonces(deployed_contract:
         t.join(60)
     assert errors == []
     assert len(event_log(dc, "RewardSubmitted", account=ADDR[4])) == 6
-    assert client.total_rewards(["QmThreads"]) == [sum(10 * r + s for r, s in pairs)]
+    assert client.total_rewards([threads_peer]) == [sum(10 * r + s for r, s in pairs)]
 
 
 def test_rpc_down_and_wrong_chain_are_clear(deployed_contract: DeployedContract, anvil: AnvilProcess) -> None:
@@ -88,11 +88,11 @@ def test_rpc_down_and_wrong_chain_are_clear(deployed_contract: DeployedContract,
     with pytest.raises(ChainUnavailable, match="did not answer"):
         client.current_round()
     with pytest.raises(ChainUnavailable):
-        client.register_peer("QmDead")
+        client.register_peer(peer_key("dead"))
     wrong_chain = WalletChainClient(anvil.rpc_url, deployed_contract.address, ANVIL_DEV_KEYS[4],
                                     expected_chain_id=1)
     with pytest.raises(ChainConfigError, match="expected 1"):
-        wrong_chain.register_peer("QmWrongChain")
+        wrong_chain.register_peer(peer_key("wrong-chain"))
     nothing_there = ChainReader(anvil.rpc_url, ADDR[9])
     with pytest.raises(ChainConfigError, match="no contract at"):
         nothing_there.check()
@@ -136,7 +136,7 @@ def test_anvil_state_file_keeps_the_chain_and_port_clash_is_clear(tmp_path: Path
     path = tmp_path / "deployment.json"
     with AnvilProcess(port, state_file=state, log_path=tmp_path / "anvil.log") as chain:
         dep, reused = deploy_contract(chain.rpc_url, ANVIL_DEV_KEYS[0], deployment_path=path)
-        WalletChainClient(chain.rpc_url, dep.address, ANVIL_DEV_KEYS[2]).register_peer("QmPersist")
+        WalletChainClient(chain.rpc_url, dep.address, ANVIL_DEV_KEYS[2]).register_peer(peer_key("persist"))
         from hivemind_exp.chain.anvil import AnvilError
 
         with pytest.raises(AnvilError, match="already in use"):
@@ -145,4 +145,4 @@ def test_anvil_state_file_keeps_the_chain_and_port_clash_is_clear(tmp_path: Path
     with AnvilProcess(port, state_file=state) as chain:
         again, reused = deploy_contract(chain.rpc_url, ANVIL_DEV_KEYS[0], deployment_path=path)
         assert reused and again.address == dep.address
-        assert ChainReader(chain.rpc_url, dep.address).eoa_of("QmPersist") == ADDR[2]
+        assert ChainReader(chain.rpc_url, dep.address).eoa_of(peer_id("persist")) == ADDR[2]

@@ -15,7 +15,7 @@ import pytest
 from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS, free_port, port_in_use
 from hivemind_exp.chain.outbox import Outbox, default_outbox_path
 from hivemind_exp.cli import main
-from tests.fixtures.chain import DeployedContract
+from tests.fixtures.chain import DeployedContract, register
 
 pytestmark = pytest.mark.chain
 
@@ -94,18 +94,18 @@ def test_status_reports_chain_and_outbox(deployed_contract: DeployedContract, tm
     monkeypatch.chdir(tmp_path)
     dc = deployed_contract
     peer = dc.client(6)
-    peer.register_peer("QmStatus")
-    peer.submit_reward(0, 0, 1250, "QmStatus")
-    dc.client(5).register_peer("QmFan")
-    dc.client(5).submit_winners(0, ["QmStatus"], "QmFan")
+    status_peer, fan = register(peer, "status"), register(dc.client(5), "fan")
+    peer.submit_reward(0, 0, 1250, status_peer)
+    dc.client(5).submit_reward(0, 0, 1, fan)  # only peers that took part in the round may vote
+    dc.client(5).submit_winners(0, [status_peer], fan)
     dc.client(0).update_stage_and_round()
     box = Outbox(default_outbox_path(tmp_path / "data"))
-    box.enqueue_reward(0, 1, 5, "QmStatus")
-    box.enqueue_reward(0, 2, 5, "QmStatus")
+    box.enqueue_reward(0, 1, 5, status_peer)
+    box.enqueue_reward(0, 2, 5, status_peer)
     box.mark_confirmed(box.entries()[0].id, "0x" + "aa" * 32)
     key = tmp_path / "wallet.key"
     key.write_text(ANVIL_DEV_KEYS[6])
-    common = ["status", "--peer-id", "QmStatus", "--rpc-url", dc.rpc_url, "--contract-address", dc.address,
+    common = ["status", "--peer-id", status_peer, "--rpc-url", dc.rpc_url, "--contract-address", dc.address,
               "--data-dir", str(tmp_path / "data")]
 
     assert main(common + ["--json", "--chain-mode", "wallet", "--wallet-key-file", str(key)]) == 0

@@ -6,7 +6,6 @@ Does not move the shared chain's round/stage (other tests use that chain too).
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,12 @@ from hivemind_exp.chain.anvil import free_port
 from hivemind_exp.chain.client import build_client, ensure_registered
 from hivemind_exp.chain.errors import ChainRevert, ChainUnavailable, RelayRefused
 from hivemind_exp.chain.outbox import Outbox, OutboxWorker
+from hivemind_exp.chain.proof import PeerKey
 from hivemind_exp.chain.relay import RelayChainClient
 from hivemind_exp.chain.settings import ChainSettings
 from hivemind_exp.settings_base import load_settings
 
 pytestmark = pytest.mark.chain
-
-BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def _peer_id() -> str:
-    return "Qm" + "".join(random.choice(BASE58) for _ in range(20))
-
 
 def _relay(login_chain: Any, login_service: Any, org_id: str, api_key: str) -> RelayChainClient:
     s = load_settings(ChainSettings, chain_mode="relay", login_url=login_service.url, org_id=org_id, api_key=api_key,
@@ -42,12 +35,15 @@ def test_relay_client_with_the_login_service(login_chain: Any, login_service: An
                                              tmp_path: Path) -> None:
     client = _relay(login_chain, login_service, signed_up.org_id, signed_up.api_key)
     assert client.api_key_activated()
-    peer = _peer_id()
-    assert ensure_registered(client, peer) is not None
-    assert ensure_registered(client, peer) is None
+    # No wallet address configured: the client asks the login service, never guesses from the chain.
+    assert client.account_address() == signed_up.address
+    key = PeerKey.generate()  # the shared chain outlives this test: a fresh peer each run
+    peer = key.peer_id
+    assert ensure_registered(client, key) is not None  # the node signs the proof, the service sends it
+    assert ensure_registered(client, key) is None
     assert client.eoa_of(peer).lower() == signed_up.address.lower()
     with pytest.raises(ChainRevert) as dup:
-        client.register_peer(peer)
+        client.register_peer(key)
     assert dup.value.error_name == "PeerIdAlreadyRegistered" and dup.value.already_done
 
     rnd, _stage = client.round_and_stage()
@@ -78,14 +74,16 @@ def test_relay_client_with_the_login_service(login_chain: Any, login_service: An
                             contract_address=login_chain.address, relay_wallet_address=signed_up.address)
     aware = build_client(knowing)
     assert aware is not None and aware.account_address() == signed_up.address
-    assert ensure_registered(aware, peer) is None
+    assert ensure_registered(aware, key) is None
     from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS
     from hivemind_exp.chain.wallet import WalletChainClient
 
-    foreign = _peer_id()
+    foreign = PeerKey.generate()
     WalletChainClient(login_chain.rpc_url, login_chain.address, ANVIL_DEV_KEYS[9]).register_peer(foreign)
-    with pytest.raises(ChainRevert, match="belongs to wallet"):
-        ensure_registered(aware, foreign)
+    for c in (aware, client):  # with or without a configured address: someone else's peer is not ours
+        with pytest.raises(ChainRevert, match="belongs to wallet"):
+            ensure_registered(c, foreign)
+        assert not c.reward_on_chain(rnd, 0, foreign.peer_id)
 
     wrong = _relay(login_chain, login_service, signed_up.org_id, "not-the-key")
     with pytest.raises(RelayRefused) as refused:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests.fixtures.login import (LoginChain, LoginServiceProc, SignedUpUser, free_port,  # noqa: F401
-                                  login_chain, login_service, sign_up_user, signed_up, start_login_service)
+                                  login_chain, login_service, register_body, sign_up_user, signed_up,
+                                  start_login_service)
 
 pytestmark = pytest.mark.chain
 
@@ -29,16 +30,29 @@ def test_trainer_flow_on_chain(login_chain: LoginChain, login_service: LoginServ
     r = httpx.get(f"{svc.url}/api/get-api-key-status", params={"orgId": u.org_id})
     assert r.json() == {"orgId": u.org_id, "status": "activated"}
 
-    # user ids are UUIDs: map them onto base58 (no 0, O, I or l) so the peer ID is always valid
-    peer = "QmLoginTestPeer" + u.user_id[:6].translate(str.maketrans("-0OIl", "a1PJk"))
-    r = post(svc, "/api/register-peer", {"orgId": u.org_id, "peerId": peer}, u.api_key)
-    assert r.status_code == 200, r.text
-    assert r.json()["txHash"].startswith("0x") and len(r.json()["txHash"]) == 66
+    r = httpx.get(f"{svc.url}/api/wallet-address", params={"orgId": u.org_id},
+                  headers={"Authorization": f"Bearer {u.api_key}"})
+    assert r.json() == {"orgId": u.org_id, "address": u.address}, r.text
+    assert httpx.get(f"{svc.url}/api/wallet-address", params={"orgId": u.org_id}).status_code == 401
+    assert u.client.wallet_address(u.api_key, u.org_id) == u.address
+
+    from hivemind_exp.chain.proof import PeerKey
+
+    key = PeerKey.generate()
+    peer = key.peer_id
+    # A proof signed for another wallet (or one without the key) does not register anything.
+    other_wallet = register_body(u.org_id, "0x" + "11" * 20, login_chain.address, key)
+    r = post(svc, "/api/register-peer", other_wallet, u.api_key)
+    assert (r.status_code, r.json()["error"]) == (400, "InvalidPeerProof"), r.text
+    assert reader.eoa_of(peer) is None
+    body = register_body(u.org_id, u.address, login_chain.address, key)
+    tx_hash = u.client.register_peer(u.api_key, u.org_id, key.prove(reader.chain_id(), login_chain.address, u.address))
+    assert tx_hash.startswith("0x") and len(tx_hash) == 66
     assert reader.eoa_of(peer) == u.address and reader.peer_ids_of(u.address) == [peer]
     me = u.client._call("GET", "/api/auth/me")
     assert me["peerIds"] == [peer]
 
-    r = post(svc, "/api/register-peer", {"orgId": u.org_id, "peerId": peer}, u.api_key)
+    r = post(svc, "/api/register-peer", body, u.api_key)
     assert (r.status_code, r.json()["error"]) == (409, "PeerIdAlreadyRegistered")
 
     rnd, stage = reader.round_and_stage()
@@ -64,11 +78,12 @@ def test_trainer_flow_on_chain(login_chain: LoginChain, login_service: LoginServ
     assert (r.status_code, r.json()["error"]) == (400, "InvalidVoterPeerId")
 
 
-def test_keys_orgs_and_bodies_are_checked(login_service: LoginServiceProc, signed_up: SignedUpUser) -> None:
+def test_keys_orgs_and_bodies_are_checked(login_chain: LoginChain, login_service: LoginServiceProc,
+                                          signed_up: SignedUpUser) -> None:
     svc, u = login_service, signed_up
     other = sign_up_user(svc.url)
     body = {"orgId": u.org_id, "peerId": "QmAuthTest"}
-    bodies = {"/api/register-peer": body,
+    bodies = {"/api/register-peer": register_body(u.org_id, u.address, login_chain.address),
               "/api/submit-reward": {**body, "roundNumber": 0, "stageNumber": 0, "reward": 1},
               "/api/submit-winner": {**body, "roundNumber": 0, "winners": ["QmAuthTest"]}}
     cases = [(None, 401, "MissingApiKey"), ("rlsk_wrong", 401, "InvalidApiKey"), ("x" * 500, 401, "InvalidApiKey"),
@@ -82,7 +97,7 @@ def test_keys_orgs_and_bodies_are_checked(login_service: LoginServiceProc, signe
     body = bodies["/api/register-peer"]
     r = httpx.post(f"{svc.url}/api/register-peer", json=body, headers={"Authorization": "Basic abc"})
     assert r.status_code == 401
-    r = post(svc, "/api/register-peer", {"orgId": "no-such-org", "peerId": "QmX"}, u.api_key)
+    r = post(svc, "/api/register-peer", {**body, "orgId": "no-such-org"}, u.api_key)
     assert (r.status_code, r.json()["error"]) == (404, "UnknownOrg")
     assert httpx.get(f"{svc.url}/api/get-api-key-status", params={"orgId": "no-such-org"}).status_code == 404
     assert httpx.get(f"{svc.url}/api/get-api-key-status").status_code == 422
@@ -94,6 +109,10 @@ def test_keys_orgs_and_bodies_are_checked(login_service: LoginServiceProc, signe
         ("/api/register-peer", {"orgId": o, "peerId": ""}),
         ("/api/register-peer", {"orgId": o, "peerId": "not base58 0OIl"}),
         ("/api/register-peer", {"orgId": o, "peerId": "QmA", "extra": 1}),
+        ("/api/register-peer", {"orgId": o, "peerId": "QmA"}),  # no key proof
+        ("/api/register-peer", {**body, "publicKey": "0x", "signature": "0x00"}),
+        ("/api/register-peer", {**body, "publicKey": "0xzz", "signature": "0x00"}),
+        ("/api/register-peer", {**body, "publicKey": "0x" + "00" * 1025, "signature": "0x00"}),
         ("/api/register-peer", ["not", "an", "object"]),
         ("/api/submit-reward", {"orgId": o, "roundNumber": "1", "stageNumber": 0, "reward": 1, "peerId": "QmA"}),
         ("/api/submit-reward", {"orgId": o, "roundNumber": 0, "stageNumber": 0, "reward": 1.5, "peerId": "QmA"}),
@@ -119,10 +138,8 @@ def test_keys_orgs_and_bodies_are_checked(login_service: LoginServiceProc, signe
     r = post(svc, "/api/register-peer", body, k)
     assert (r.status_code, r.json()["error"]) == (401, "RevokedApiKey")
     new_key = u.client.activate_key().api_key
-    b58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"  # org ids may hold 0/O/I/l: not base58
-    suffix = "".join(ch for ch in o if ch in b58)[:6]
-    assert post(svc, "/api/register-peer", {"orgId": o, "peerId": "QmAfterRotate" + suffix},
-                new_key).status_code in (200, 409)
+    assert post(svc, "/api/register-peer", register_body(o, u.address, login_chain.address),
+                new_key).status_code == 200
     other.client.close()
 
 
@@ -135,15 +152,16 @@ def test_chain_down_gives_503_with_retry_after(tmp_path: Any, start_login_servic
         dep, _ = deploy_contract(anvil.rpc_url, ANVIL_DEV_KEYS[0], deployment_path=tmp_path / "dep.json")
         svc = start_login_service(rpc_url=anvil.rpc_url, contract_address=dep.address, retry_after_s=7)
         u = sign_up_user(svc.url)
-        assert post(svc, "/api/register-peer", {"orgId": u.org_id, "peerId": "QmDown1"}, u.api_key).status_code == 200
+        first = register_body(u.org_id, u.address, dep.address)
+        assert post(svc, "/api/register-peer", first, u.api_key).status_code == 200
         assert httpx.get(f"{svc.url}/api/healthz").json()["chain"] == "ok"
     finally:
         anvil.stop()
-    for path, body in [("/api/register-peer", {"orgId": u.org_id, "peerId": "QmDown2"}),
+    for path, body in [("/api/register-peer", register_body(u.org_id, u.address, dep.address)),
                        ("/api/submit-reward", {"orgId": u.org_id, "roundNumber": 0, "stageNumber": 0, "reward": 5,
-                                               "peerId": "QmDown1"}),
-                       ("/api/submit-winner", {"orgId": u.org_id, "roundNumber": 0, "winners": ["QmDown1"],
-                                               "peerId": "QmDown1"})]:
+                                               "peerId": first["peerId"]}),
+                       ("/api/submit-winner", {"orgId": u.org_id, "roundNumber": 0, "winners": [first["peerId"]],
+                                               "peerId": first["peerId"]})]:
         r = post(svc, path, body, u.api_key)
         assert r.status_code == 503, r.text
         assert r.json()["error"] == "ChainUnavailable" and r.headers["retry-after"] == "7"

@@ -142,13 +142,16 @@ def test_secrets_never_leave_the_service(login_chain: LoginChain, login_service:
         keep(http.get("/api/auth/me"))
         keep(http.get("/api/get-api-key-status", params={"orgId": org}))
         auth = {"Authorization": f"Bearer {key}"}
-        assert keep(http.post("/api/register-peer", json={"orgId": org, "peerId": "QmAudit"}, headers=auth)).status_code == 200
+        from tests.fixtures.login import register_body
+
+        reg = register_body(org, su["user"]["address"], login_chain.address)
+        assert keep(http.post("/api/register-peer", json=reg, headers=auth)).status_code == 200
         rnd, stage = ChainReader(login_chain.rpc_url, login_chain.address).round_and_stage()
         r = keep(http.post("/api/submit-reward", headers=auth, json={"orgId": org, "roundNumber": rnd, "stageNumber": stage,
-                                                                     "reward": 7, "peerId": "QmAudit"}))
+                                                                     "reward": 7, "peerId": reg["peerId"]}))
         assert r.status_code == 200, r.text
         keep(http.post("/api/submit-reward", headers=auth, json={"orgId": org, "roundNumber": rnd, "stageNumber": stage,
-                                                                 "reward": 7, "peerId": "QmAudit"}))
+                                                                 "reward": 7, "peerId": reg["peerId"]}))
         keep(http.post("/api/auth/signin", json={"email": "audit@example.com", "password": "wrong" + password}))
         keep(http.get("/api/openapi.json"))
 

@@ -10,7 +10,7 @@ from eth_account import Account
 
 from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS
 from hivemind_exp.chain.outbox import Outbox, OutboxCounts, OutboxWorker
-from tests.fixtures.chain import DeployedContract, event_log, nonce_of
+from tests.fixtures.chain import DeployedContract, event_log, nonce_of, register
 
 pytestmark = pytest.mark.chain
 
@@ -29,16 +29,17 @@ def test_worker_confirms_skips_already_done_and_sorts_refusals(deployed_contract
     dc = deployed_contract
     owner, peer = dc.client(0), dc.client(5)
     address = Account.from_key(ANVIL_DEV_KEYS[5]).address
-    peer.register_peer("QmOut")
-    peer.submit_reward(0, 0, 111, "QmOut")  # already on chain before the outbox sees it
+    out = register(peer, "out")
+    a, b = register(dc.client(4), "A"), register(dc.client(4), "B")
+    peer.submit_reward(0, 0, 111, out)  # already on chain before the outbox sees it
     sent_before = nonce_of(dc.rpc_url, address)
 
     box = Outbox(tmp_path / "outbox.sqlite")
-    box.enqueue_reward(0, 0, 111, "QmOut")        # -> confirmed without sending
-    box.enqueue_winners(0, ["QmA", "QmB"], "QmOut")  # -> sent
-    box.enqueue_winners(1, ["QmA", "QmA"], "QmOut")  # round 1 not reached: "not yet", retried...
-    box.enqueue_reward(1, 0, 2500, "QmOut")          # round 1 not reached: "not yet"
-    box.enqueue_winners(0, ["QmA"], "QmSomeoneElse")  # not this wallet's peer -> failed, not retried
+    box.enqueue_reward(0, 0, 111, out)        # -> confirmed without sending
+    box.enqueue_winners(0, [a, b], out)       # -> sent
+    box.enqueue_winners(1, [a, a], out)       # round 1 not reached: "not yet"; then no reward yet: "not yet"...
+    box.enqueue_reward(1, 0, 2500, out)       # round 1 not reached: "not yet"
+    box.enqueue_winners(0, [a], "QmSomeoneElse")  # not this wallet's peer -> failed, not retried
     changes: list[OutboxCounts] = []
     worker = OutboxWorker(box, peer, base_delay=0.2, max_delay=1.0, poll_interval=0.2, on_change=changes.append)
     worker.start()
@@ -71,23 +72,23 @@ def test_worker_confirms_skips_already_done_and_sorts_refusals(deployed_contract
 def test_restart_resumes_where_it_stopped(deployed_contract: DeployedContract, tmp_path: Path) -> None:
     dc = deployed_contract
     owner, peer = dc.client(0), dc.client(6)
-    peer.register_peer("QmResume")
+    resume = register(peer, "resume")
     for _ in range(2):
         owner.update_stage_and_round()
     path = tmp_path / "outbox.sqlite"
     box = Outbox(path)
     for stage in range(3):
-        box.enqueue_reward(0, stage, 10 * (stage + 1), "QmResume")
+        box.enqueue_reward(0, stage, 10 * (stage + 1), resume)
     # First worker sends until stopped; a second one (a "restart") finishes the queue.
     first = OutboxWorker(box, peer, base_delay=0.2, max_delay=1.0, poll_interval=0.2)
     first.start()
     wait_for(lambda: box.counts().confirmed >= 1, 30, "first confirmation")
     first.stop()
-    assert box.enqueue_reward(0, 0, 10, "QmResume") is False, "re-enqueue after restart is a no-op"
+    assert box.enqueue_reward(0, 0, 10, resume) is False, "re-enqueue after restart is a no-op"
     second = OutboxWorker(Outbox(path), dc.client(6), base_delay=0.2, max_delay=1.0, poll_interval=0.2).start()
     try:
         wait_for(lambda: box.counts().confirmed == 3, 30, "all confirmed after restart")
     finally:
         second.stop()
-    assert peer.total_rewards(["QmResume"]) == [60]
+    assert peer.total_rewards([resume]) == [60]
     assert len(event_log(dc, "RewardSubmitted", account=peer.address)) == 3

@@ -16,7 +16,7 @@ from eth_account import Account
 from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS, AnvilProcess
 from hivemind_exp.chain.outbox import Outbox, OutboxWorker
 from hivemind_exp.chain.wallet import WalletChainClient
-from tests.fixtures.chain import TcpProxy, deploy_fresh, event_log, mine, nonce_of, set_automine
+from tests.fixtures.chain import TcpProxy, deploy_fresh, event_log, mine, nonce_of, register, set_automine
 
 pytestmark = pytest.mark.chain
 
@@ -36,8 +36,9 @@ def test_rpc_down_30s_then_all_20_land_exactly_once(anvil: AnvilProcess, tmp_pat
     owner = dc.client(0)
     key = ANVIL_DEV_KEYS[7]
     address = Account.from_key(key).address
-    dc.client(7).register_peer("QmDown")
-    for _ in range(14):  # round 4, stage 2: 15 (round, stage) pairs and 5 rounds open
+    # Five peers of one wallet (rewards are per peer), round 0 stage 2: 5 x 3 rewards + 5 votes.
+    peers = [register(dc.client(7), f"down{i}") for i in range(5)]
+    for _ in range(2):
         owner.update_stage_and_round()
     sent_before = nonce_of(dc.rpc_url, address)
 
@@ -49,10 +50,10 @@ def test_rpc_down_30s_then_all_20_land_exactly_once(anvil: AnvilProcess, tmp_pat
         worker = OutboxWorker(box, client, base_delay=0.5, max_delay=4.0, poll_interval=0.2).start()
         try:
             proxy.down()
-            for rnd in range(5):
+            for i, pid in enumerate(peers):
                 for stage in range(3):
-                    box.enqueue_reward(rnd, stage, 1000 * rnd + stage, "QmDown")
-                box.enqueue_winners(rnd, ["QmDown", f"QmOther{rnd}"], "QmDown")
+                    box.enqueue_reward(0, stage, 1000 * i + stage, pid)
+                box.enqueue_winners(0, [pid, peers[(i + 1) % 5]], pid)
             worker.wake()
             time.sleep(30)
             counts = box.counts()
@@ -69,10 +70,10 @@ def test_rpc_down_30s_then_all_20_land_exactly_once(anvil: AnvilProcess, tmp_pat
         proxy.close()
     assert box.counts().failed == 0
     rewards = event_log(dc, "RewardSubmitted", account=address)
-    assert sorted((e["roundNumber"], e["stageNumber"]) for e in rewards) == [(r, s) for r in range(5) for s in range(3)]
-    assert sorted(e["roundNumber"] for e in event_log(dc, "WinnerSubmitted", account=address)) == list(range(5))
+    assert sorted((e["peerId"], e["stageNumber"]) for e in rewards) == sorted((p, s) for p in peers for s in range(3))
+    assert sorted(e["peerId"] for e in event_log(dc, "WinnerSubmitted", account=address)) == sorted(peers)
     assert nonce_of(dc.rpc_url, address) == sent_before + 20, "exactly one transaction per submission"
-    assert owner.total_rewards(["QmDown"]) == [sum(1000 * r + s for r in range(5) for s in range(3))]
+    assert owner.total_rewards(peers) == [sum(1000 * i + s for s in range(3)) for i in range(5)]
 
 
 CHILD = textwrap.dedent("""
@@ -97,16 +98,16 @@ def test_sigkill_mid_send_then_restart_never_doubles(own_anvil: AnvilProcess, tm
     dc = deploy_fresh(rpc, tmp_path)
     key = ANVIL_DEV_KEYS[3]
     address = Account.from_key(key).address
-    dc.client(3).register_peer("QmKill")
+    kill = register(dc.client(3), "kill")
     for _ in range(3):
         dc.client(0).update_stage_and_round()
     sent_before = nonce_of(rpc, address)
     db = tmp_path / "outbox.sqlite"
     box = Outbox(db)
     for stage in range(3):
-        box.enqueue_reward(0, stage, 100 + stage, "QmKill")
-    box.enqueue_reward(1, 0, 7, "QmKill")
-    box.enqueue_winners(0, ["QmKill"], "QmKill")
+        box.enqueue_reward(0, stage, 100 + stage, kill)
+    box.enqueue_reward(1, 0, 7, kill)
+    box.enqueue_winners(0, [kill], kill)
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     args = [sys.executable, str(script), rpc, dc.address, key, str(db)]

@@ -1,4 +1,4 @@
-"""Our compiled artifact exposes the public SwarmCoordinator 0.4.2 interface exactly."""
+"""Our compiled artifact exposes the public SwarmCoordinator 0.4.2 interface, plus documented additions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ from hivemind_exp.chain.artifact import load_artifact
 from hivemind_exp.paths import shared_dir
 
 PUBLIC_ABI = shared_dir() / "abi" / "SwarmCoordinator-0.4.2.abi.json"
+
+# What we add to 0.4.2 (issue 12: registration needs a key proof; rewards are per peer).
+ADDED_FUNCTIONS = {
+    "registerPeerWithProof(string,bytes,bytes)": ((), "nonpayable"),
+    "registrationMessage(address,string)": (("bytes",), "view"),
+    "REGISTRATION_TAG()": (("string",), "view"),
+    "hasSubmittedPeerReward(uint256,uint256,string)": (("bool",), "view"),
+    "getPeerRoundStageReward(uint256,uint256,string[])": (("int256[]",), "view"),
+}
+ADDED_ERRORS = {"InvalidPeerId", "PeerProofRequired", "InvalidPeerProof", "RoundClosed", "RewardOutOfRange",
+                "VoterNotParticipant", "WinnerNotRegistered"}
 
 
 def _canonical(param: dict[str, Any]) -> str:
@@ -44,18 +55,21 @@ def public_abi() -> list[dict[str, Any]]:
 def test_every_function_signature_matches(public_abi: list[dict[str, Any]]) -> None:
     ours, theirs = _functions(load_artifact().abi), _functions(public_abi)
     assert sorted(set(theirs) - set(ours)) == [], "functions of 0.4.2 we lack"
-    assert sorted(set(ours) - set(theirs)) == [], "functions we add that 0.4.2 does not have"
+    assert {sig: ours[sig] for sig in set(ours) - set(theirs)} == ADDED_FUNCTIONS, (
+        "functions beyond 0.4.2 must be exactly the documented additions")
     for sig, (outputs, mutability) in theirs.items():
         assert ours[sig][0] == outputs, f"{sig} returns {ours[sig][0]}, 0.4.2 returns {outputs}"
-        assert ours[sig][1] == mutability, f"{sig} is {ours[sig][1]}, 0.4.2 is {mutability}"
+        # registerPeer only reverts now (PeerProofRequired), so solc makes it pure; callers see no difference.
+        expected = "pure" if sig == "registerPeer(string)" else mutability
+        assert ours[sig][1] == expected, f"{sig} is {ours[sig][1]}, expected {expected}"
 
 
 def test_every_event_matches(public_abi: list[dict[str, Any]]) -> None:
     assert _items(load_artifact().abi, "event") == _items(public_abi, "event")
 
 
-def test_errors_are_the_public_set_plus_invalid_peer_id(public_abi: list[dict[str, Any]]) -> None:
+def test_errors_are_the_public_set_plus_documented_additions(public_abi: list[dict[str, Any]]) -> None:
     ours, theirs = _items(load_artifact().abi, "error"), _items(public_abi, "error")
     for name, args in theirs.items():
         assert ours.get(name) == args, f"error {name}{args} missing or different"
-    assert set(ours) - set(theirs) == {"InvalidPeerId"}
+    assert set(ours) - set(theirs) == ADDED_ERRORS

@@ -95,3 +95,21 @@ def test_local_chain_key_and_coordinator_checked() -> None:
         load_settings(LocalChainSettings, coordinator_address="coordinator")
     with pytest.raises(SettingsError, match="anvil_port"):
         load_settings(LocalChainSettings, anvil_port="70000")
+
+
+def test_stuck_transaction_replacement_settings_are_checked(tmp_path: Path) -> None:
+    key_file = tmp_path / "wallet.key"
+    key_file.write_text(KEY)
+    s = load_settings(ChainSettings, chain_mode="wallet", wallet_key_file=str(key_file))
+    assert (s.tx_replace_after, s.tx_max_replacements, s.tx_fee_bump) == (30.0, 3, 1.25)
+    with pytest.raises(SettingsError) as err:
+        load_settings(ChainSettings, tx_fee_bump="1.05")
+    assert "tx_fee_bump" in err.value.message and "1.125" in err.value.message
+    with pytest.raises(SettingsError, match="tx_replace_after"):
+        load_settings(ChainSettings, tx_replace_after="0")
+    with pytest.raises(SettingsError) as err:  # a replacement that could never happen
+        load_settings(ChainSettings, chain_mode="wallet", wallet_key_file=str(key_file), receipt_timeout="30")
+    assert "tx_replace_after" in err.value.message and "receipt_timeout" in err.value.message
+    s = load_settings(ChainSettings, chain_mode="wallet", wallet_key_file=str(key_file), receipt_timeout="30",
+                      tx_max_replacements="0")
+    assert s.tx_max_replacements == 0
