@@ -75,6 +75,10 @@ class DashboardSettings(ServiceSettings):
                                     "may ask about")
     id_to_name_max_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024, description="largest body (bytes) "
                                       "POST /api/id-to-name accepts")
+    events_max_clients: int = Field(500, ge=1, le=100000, description="most /api/events live streams open at "
+                                    "once, all clients together (more get 503)")
+    events_max_per_client: int = Field(8, ge=1, le=10000, description="most /api/events live streams one client "
+                                       "address may hold open (more get 429), so one client cannot take every slot")
     ui_dist: Path = Field(default_factory=_default_ui_dist, description="the built UI (npm run build in web/ui) "
                           "served at /")
 
