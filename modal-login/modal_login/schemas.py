@@ -8,13 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from . import security
 
 # libp2p peer ids are base58 (Qm..., 12D3Koo...); the bound keeps calldata small.
 PeerId = Annotated[str, StringConstraints(pattern=r"^[1-9A-HJ-NP-Za-km-z]{1,128}$")]
-OrgId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+def _valid_unicode(v: str) -> str:
+    # SQLite cannot encode a lone surrogate: refuse it here (422 naming the field), not with a 500.
+    if security.has_lone_surrogate(v) or "\x00" in v:
+        raise ValueError("contains invalid characters (a lone surrogate or NUL)")
+    return v
+
+
+OrgId = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_valid_unicode)]
 Uint = Annotated[int, Field(strict=True, ge=0, le=2**256 - 1)]
 Int256 = Annotated[int, Field(strict=True, ge=-(2**255), le=2**255 - 1)]
 KeyStatus = Literal["activated", "pending", "revoked"]

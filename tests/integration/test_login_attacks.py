@@ -128,6 +128,13 @@ def test_bad_input_gets_4xx_naming_the_field_without_its_value(start_login_servi
             assert 400 <= r.status_code < 500, (path, raw[:60], r.status_code, r.text[:300])
             assert field in r.json()["detail"], (path, r.text)
             assert "Secr3t" not in r.text and "ud800" not in r.text.lower() and "gpj" not in r.text, r.text
+    # A key holder's write with an orgId SQLite cannot encode: 422 naming the field, not a 500.
+    with httpx.Client(base_url=svc.url) as c:
+        su = c.post("/api/auth/signup", json={"email": "keyholder@example.com", "password": "keyholder-pw"}).json()
+        key = c.post("/api/auth/activate-key", headers={"X-CSRF-Token": su["csrfToken"]}).json()["apiKey"]
+    r = httpx.post(f"{svc.url}/api/register-peer", content=b'{"orgId": "Secr3t\\ud800", "peerId": "QmX"}',
+                   headers={"content-type": "application/json", "Authorization": f"Bearer {key}"})
+    assert r.status_code == 422 and "orgId" in r.json()["detail"] and "Secr3t" not in r.text, r.text
     r = httpx.post(f"{svc.url}/api/auth/signup", json={"email": "spaces@example.com", "password": " " * 12})
     assert r.status_code == 422 and "password" in r.json()["detail"] and "spaces" in r.json()["detail"]
     # The page's form path refuses the same (with the field named in the page).
