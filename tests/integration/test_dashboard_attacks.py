@@ -90,3 +90,74 @@ def test_settings_bound_the_caps(tmp_path: Path) -> None:
     assert load_settings(DashboardSettings).events_max_per_client >= 1
     with pytest.raises(SettingsError, match="events_max_per_client|events-max-per-client"):
         load_settings(DashboardSettings, events_max_per_client=0)
+
+
+def _signer_for_many(keys_by_owner: dict[bytes, object]) -> object:
+    """A DHT validator that signs each record with the key of the identity its subkey names:
+    one process publishing validly signed records for many identities (what a flood is)."""
+    import dataclasses
+
+    from hivemind.dht.validation import DHTRecord, RecordValidatorBase
+    from hivemind.utils.serializer import MSGPackSerializer
+
+    class ManyIdentities(RecordValidatorBase):
+        def validate(self, record: DHTRecord) -> bool:
+            return True
+
+        def sign_value(self, record: DHTRecord) -> bytes:
+            for ssh, key in keys_by_owner.items():
+                if b"[owner:" + ssh + b"]" in record.subkey:
+                    sig = key.sign(MSGPackSerializer.dumps(dataclasses.astuple(record)))  # type: ignore[attr-defined]
+                    return record.value + b"[signature:" + sig + b"]"
+            return record.value
+
+        def strip_value(self, record: DHTRecord) -> bytes:
+            i = record.value.rfind(b"[signature:")
+            return record.value[:i] if i >= 0 else record.value
+
+    return ManyIdentities()
+
+
+def test_identity_flood_through_the_dht_keeps_real_peers_on_the_dashboard(
+        web_swarm: WebSwarm, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """40 fresh identities heartbeat into the real peer directory, each seen later than any real
+    peer. A dashboard tracking 5 peers keeps the 3 real ones (reward records in 3 rounds, one is
+    the local trainer) and gives the flood only the slots left over."""
+    import time
+
+    from hivemind.dht import DHT
+    from hivemind.utils.timed_storage import get_dht_time
+
+    from hivemind_exp.identity import ensure_identity, load_identity
+    from hivemind_exp.swarm import keys
+    from hivemind_exp.swarm.records import HeartbeatWire, encode_wire
+
+    base = tmp_path_factory.mktemp("flood")
+    idents = [load_identity(ensure_identity(base / f"fake{i}.pem")) for i in range(40)]
+    signer = _signer_for_many({i.public_key_ssh: i.hivemind_private_key() for i in idents})
+    dht = DHT(initial_peers=web_swarm.bootstrap, start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
+              identity_path=str(idents[0].path), check_if_identity_free=False, wait_timeout=3,
+              record_validators=[signer])
+    d = launch_dashboard(base / "dash", web_swarm, None, max_peers=5)
+    try:
+        for ident in idents:
+            wire = HeartbeatWire(peer_id=ident.peer_id, name="fresh-identity", last_seen=time.time() + 60)
+            dht.store(keys.peers_key("rl_swarm"), encode_wire(wire), get_dht_time() + 600,
+                      subkey=keys.make_subkey("", ident.public_key_ssh))
+        fake = {i.peer_id for i in idents}
+        deadline = time.time() + 60
+        nodes: set[str] = set()
+        while time.time() < deadline:
+            nodes = {n["peer_id"] for n in d.get("/api/nodes").json()["nodes"]}
+            if nodes & fake:
+                break
+            time.sleep(0.5)
+        assert nodes & fake, "the flood never reached the dashboard"
+        time.sleep(3)  # a few more polls with the whole flood in the directory
+        nodes = {n["peer_id"] for n in d.get("/api/nodes").json()["nodes"]}
+        assert set(web_swarm.peer_ids) <= nodes and len(nodes) == 5, nodes
+        board = {e["peer_id"] for e in d.get("/api/leaderboard", params={"limit": 500}).json()["entries"]}
+        assert set(web_swarm.peer_ids) <= board
+    finally:
+        dht.shutdown()
+        d.stop()
