@@ -34,25 +34,29 @@ def capped_dashboard(web_swarm: WebSwarm, tmp_path_factory: pytest.TempPathFacto
         d.stop()
 
 
-async def _open_streams(url: str, sources: list[str], stack: AsyncExitStack) -> list[tuple[str, int]]:
-    """Open one /api/events stream per entry of `sources` (client IPs) at once; keep the 200s open."""
+async def _open_streams(url: str, sources: list[str], stack: AsyncExitStack,
+                        spoof: bool = False) -> list[tuple[str, int]]:
+    """Open one /api/events stream per entry of `sources` (client IPs) at once; keep the 200s open.
+
+    `spoof`: each request also claims a fresh X-Forwarded-For (must not count as another client)."""
     clients = {ip: await stack.enter_async_context(httpx.AsyncClient(
         transport=httpx.AsyncHTTPTransport(local_address=ip), timeout=30,
         limits=httpx.Limits(max_connections=500))) for ip in set(sources)}
 
-    async def one(ip: str) -> tuple[str, int]:
-        resp = await stack.enter_async_context(clients[ip].stream("GET", f"{url}/api/events"))
+    async def one(i: int, ip: str) -> tuple[str, int]:
+        headers = {"X-Forwarded-For": f"198.51.100.{i % 250 + 1}"} if spoof else None
+        resp = await stack.enter_async_context(clients[ip].stream("GET", f"{url}/api/events", headers=headers))
         if resp.status_code == 200:
             await resp.aiter_bytes().__anext__()  # the stream really started
         return ip, resp.status_code
 
-    return await asyncio.gather(*(one(ip) for ip in sources))
+    return await asyncio.gather(*(one(i, ip) for i, ip in enumerate(sources)))
 
 
 def test_one_client_burst_gets_its_share_only(capped_dashboard: DashboardProc) -> None:
     async def attack() -> None:
         async with AsyncExitStack() as stack:
-            got = await _open_streams(capped_dashboard.url, ["127.0.0.1"] * 40, stack)
+            got = await _open_streams(capped_dashboard.url, ["127.0.0.1"] * 40, stack, spoof=True)
             codes = Counter(code for _, code in got)
             assert codes == {200: PER_CLIENT, 429: 40 - PER_CLIENT}, codes
             # Other clients still get in while the first holds its share.
