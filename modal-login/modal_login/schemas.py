@@ -69,7 +69,7 @@ class KeyStatusResponse(BaseModel):
 
 
 class AuthRequest(_Strict):
-    email: Annotated[str, StringConstraints(min_length=3, max_length=254)]
+    email: Annotated[str, StringConstraints(min_length=3, max_length=254), Field(json_schema_extra={"format": "email"})]
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
     # Messages name the problem, never the value (422 bodies and logs must not carry it).
