@@ -10,7 +10,8 @@ once per completion and `Rubric` weighs pure reward functions. Correctness is th
 own `score_answer` (through the source) on the <answer> text. A 135M model often writes no
 tags at first, so an untagged completion is scored on its last line and its last
 number-like token at half weight: the first GRPO steps get a signal from right answers, and
-the tags still pay. A small format reward pulls towards the tags. Totals lie in
+the tags still pay. A format reward (off by default, see FORMAT_WEIGHT) can pull towards
+the tags. Totals lie in
 [0, 1 + format_weight]: the tagged and untagged correctness terms never both pay.
 """
 
@@ -39,7 +40,11 @@ SAPO_SYSTEM = (
 # tagged replies well above the system prompt alone (see game/prompts.py REPLY_FORMATS).
 SAPO_REPLY_FORMAT = "Reply in this format:\n<think>\nyour reasoning\n</think>\n<answer>\nthe final answer only\n</answer>"
 
-FORMAT_WEIGHT = 0.2  # small: the tags must never be worth more than a right answer
+# Off by default, measured: with 0.2 the embedded 135M model learned the tags in 24 solo steps
+# (format 0% -> 84%) and lost accuracy (14.1% -> 8.6% held-out); with 0 it went 14.1% -> 31.2%
+# in 16 steps (bench/swarm_vs_solo.py --game sapo --solo-only, 2026-12-02). The tags still pay
+# where it matters: a right tagged answer earns twice a right untagged one.
+FORMAT_WEIGHT = 0.0
 UNTAGGED_WEIGHT = 0.5  # an untagged right answer earns half a tagged one
 
 # Prefixes a model puts before a final answer on its last line ("Answer: 7", "So the result is 7.").

@@ -27,8 +27,9 @@ def _wrong(answer: str) -> str:
     return str(int(answer) + 1) if answer.lstrip("-").isdigit() else "zzz"
 
 
-def test_reward_ordering_on_every_task_of_the_default_mix(source: ReasoningGymSource):
-    rubric = sapo_rubric()
+@pytest.mark.parametrize("format_weight", [FORMAT_WEIGHT, 0.2])
+def test_reward_ordering_on_every_task_of_the_default_mix(source: ReasoningGymSource, format_weight: float):
+    rubric = sapo_rubric(format_weight=format_weight)
     seen = set()
     for p in source.draw(node_seed=3, round_no=0, n=40):
         seen.add(p.spec.task)
@@ -41,8 +42,11 @@ def test_reward_ordering_on_every_task_of_the_default_mix(source: ReasoningGymSo
             "",
         ]
         r = rubric.score(completions, p, source)
-        assert r[0] > r[1] > r[2] > r[3] > r[4] == r[5] == 0.0, (p.spec.task, p.answer, r)
-        assert r[0] == pytest.approx(1.0 + FORMAT_WEIGHT)
+        if format_weight:  # the tags pay even on a wrong answer
+            assert r[0] > r[1] > r[2] > r[3] > r[4] == r[5] == 0.0, (p.spec.task, p.answer, r)
+        else:  # only right answers pay, tagged ones twice as much
+            assert r[0] > r[1] > r[2] == r[3] == r[4] == r[5] == 0.0, (p.spec.task, p.answer, r)
+        assert r[0] == pytest.approx(1.0 + format_weight)
         assert all(math.isfinite(x) and 0.0 <= x <= rubric.max_reward for x in r)
         assert rubric.score(completions, p, source) == r  # pure: same input, same rewards
     assert seen == set(source.tasks)
