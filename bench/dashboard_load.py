@@ -66,8 +66,8 @@ class Publisher(threading.Thread):
             self.swarm.heartbeat()
             if tick % 5:
                 continue
-            self.stage = (self.stage + 1) % 3
-            self.round += self.stage == 0
+            self.stage = self.stage % 3 + 1  # the swarm counts stages from 1
+            self.round += self.stage == 1
             coord = self.swarm.transports[0]
             coord.publish_round_state(self.round, self.stage, time.time() + 5)
             for i, t in enumerate(self.swarm.transports):

@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--policy", default="signal", choices=("signal", "random", "best"), help="external-group policy")
     p.add_argument("--learning-rate", type=float, default=2e-5, help="AdamW learning rate")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--format-weight", type=float, default=None, help="weight of the format reward [default: the "
+                   "game's, hivemind_exp.sapo.rubric.FORMAT_WEIGHT]")
+    p.add_argument("--solo-only", action="store_true", help="run the solo arm alone (does the trainer learn at all?)")
     p.add_argument("--held-out", type=int, default=128, help="held-out problems (held-out seeds of the same mix; at "
                    "most the mix's held_out_reserve, the questions training never draws)")
     p.add_argument("--eval-every", type=int, default=6, help="evaluate both arms' focal node every K rounds")
@@ -101,19 +104,25 @@ class Arm:
     trained_questions: set[str] = field(default_factory=set)
 
 
+def make_rubric(args: argparse.Namespace) -> Any:
+    from hivemind_exp.sapo.rubric import FORMAT_WEIGHT, sapo_rubric
+
+    return sapo_rubric(format_weight=FORMAT_WEIGHT if args.format_weight is None else args.format_weight)
+
+
 def run_arm(name: str, n_peers: int, external: int, args: argparse.Namespace, base_model: Any, tokenizer: Any,
             source: Any, held_out: list[Any], device: str, events_file: Any) -> Arm:
     from hivemind_exp.events import MemoryEvents
     from hivemind_exp.sapo.evaluation import evaluate_tasks
     from hivemind_exp.sapo.game import SapoParams, SapoPlayer
-    from hivemind_exp.sapo.rubric import sapo_prompt, sapo_rubric
+    from hivemind_exp.sapo.rubric import sapo_prompt
     from hivemind_exp.swarm.memory_transport import MemorySwarm
     from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
 
     arm = Arm(name)
     t0 = time.monotonic()
     swarm = MemorySwarm()
-    rubric = sapo_rubric()
+    rubric = make_rubric(args)
     players = []
     for i in range(n_peers):
         pid = fake_peer_id(args.seed, i)
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from hivemind_exp.model_source import load_model_and_tokenizer
     from hivemind_exp.profiles import detect_device
     from hivemind_exp.sapo.evaluation import evaluate_tasks
-    from hivemind_exp.sapo.rubric import sapo_prompt, sapo_rubric
+    from hivemind_exp.sapo.rubric import sapo_prompt
     from hivemind_exp.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
     from hivemind_exp.sapo.tasks import ReasoningGymSource, TaskMix
 
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"device {device}, {torch.get_num_threads()} threads; tasks {', '.join(source.tasks)}; "
         f"{len(held_out)} held-out problems")
     base_model, tokenizer = load_model_and_tokenizer(args.model, device=device)
-    rubric = sapo_rubric()
+    rubric = make_rubric(args)
 
     from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
 
@@ -209,15 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     events_file = args.events.open("w") if args.events else None
     try:
         solo = run_arm("solo", 1, 0, args, base_model, tokenizer, source, held_out, device, events_file)
-        swarm = run_arm("swarm", args.peers, args.external, args, base_model, tokenizer, source, held_out, device,
-                        events_file)
+        swarm = None if args.solo_only else run_arm("swarm", args.peers, args.external, args, base_model, tokenizer,
+                                                    source, held_out, device, events_file)
     finally:
         if events_file is not None:
             events_file.close()
     held_texts = {p.question for p in held_out}
-    overlap = (solo.trained_questions | swarm.trained_questions) & held_texts
+    overlap = (solo.trained_questions | (swarm.trained_questions if swarm else set())) & held_texts
     assert not overlap, f"{len(overlap)} held-out question(s) were trained on"
     assert all(source.is_held_out_seed(p.spec.seed) for p in held_out)
+    if swarm is None:
+        return report_solo(args, solo, start, len(held_out), source, paired_bootstrap, started, load0, device)
     assert len(solo.rounds) == len(swarm.rounds) == args.rounds, "arms made different numbers of steps"
 
     diff = paired_bootstrap(swarm.final_solved, solo.final_solved, args.bootstrap, args.seed)
@@ -259,6 +270,32 @@ def main(argv: list[str] | None = None) -> int:
         "plot": str(plot),
     }
     print(json.dumps(report))
+    return 0
+
+
+def report_solo(args: argparse.Namespace, solo: Arm, start: Any, n_held: int, source: Any, paired_bootstrap: Any,
+                started: float, load0: float, device: str) -> int:
+    """--solo-only: does the trainer learn at all (solo - start)?"""
+    d = paired_bootstrap(solo.final_solved, start.solved, args.bootstrap, args.seed + 1)
+    total = time.monotonic() - started
+    print()
+    print(f"SAPO solo only: {args.rounds} rounds, I={args.local}, G={args.completions}, <= {args.max_tokens} tokens, "
+          f"lr {args.learning_rate}, format weight {make_rubric(args).max_reward - 1.0:g}")
+    print(f"  held-out accuracy ({n_held} problems): start {start.accuracy:.3f}, solo {solo.evals[args.rounds]:.3f}; "
+          f"format {start.format_rate:.2f} -> {solo.final_format:.2f}")
+    print(f"  solo - start   {d.diff:+.3f}  95% CI [{d.low:+.3f}, {d.high:+.3f}]; wall {total / 60:.1f} min")
+    print(json.dumps({
+        "bench": "swarm_vs_solo", "game": "sapo", "solo_only": True, "device": device,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "tasks": list(source.tasks), "held_out": n_held,
+        "accuracy": {"start": start.accuracy, "solo": solo.evals[args.rounds]},
+        "accuracy_by_round": {"solo": solo.evals}, "per_task_start": start.per_task,
+        "format_rate": {"start": start.format_rate, "solo": solo.final_format},
+        "solo_minus_start": d.to_dict(),
+        "mean_reward_by_round": {"solo": [e["mean_reward"] for e in solo.rounds]},
+        "wall_seconds": {"solo": round(solo.seconds, 1), "total": round(total, 1)},
+        "loadavg": {"start": round(load0, 2), "end": round(os.getloadavg()[0], 2)}, "cpus": os.cpu_count(),
+    }))
     return 0
 
 

@@ -50,7 +50,6 @@ from hivemind_exp.paths import shared_dir
 
 DEFAULT_DATASET = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 # The node's log line after each GRPO step (hivemind_exp/node.py, TrainerNode.run_stage).
-STEP_LINE = re.compile(r"round (\d+) stage (\d): GRPO step done in ([\d.]+) s: mean reward (-?[\d.]+(?:e-?\d+)?)")
 UP_STARTED = re.compile(r"started (\S+) \(pid (\d+),")
 NODE = "peer0"  # the node compared across arms
 
@@ -278,16 +277,16 @@ class ArmResult:
                 {k: sum(v) / len(v) for k, v in sorted(by_stage.items())})
 
 
-def parse_steps(logs_dir: Path, peers: int) -> list[Step]:
+def parse_steps(run_dir: Path, peers: int) -> list[Step]:
+    """Every peer's GRPO steps, from its structured step events (`<data dir>/events.jsonl`)."""
+    from hivemind_exp.events import read_events
+
     steps = []
     for i in range(peers):
-        path = logs_dir / f"peer{i}.log"
-        if not path.is_file():
-            continue
-        for line in path.read_text(errors="replace").splitlines():
-            m = STEP_LINE.search(line)
-            if m:
-                steps.append(Step(f"peer{i}", int(m[1]), int(m[2]), float(m[3]), float(m[4])))
+        path = run_dir / f"peer{i}" / "events.jsonl"
+        if path.is_file():
+            steps += [Step(f"peer{i}", int(e["round"]), int(e["stage"]), float(e["seconds"]), float(e["mean_reward"]))
+                      for e in read_events(path, kind="step")]
     return steps
 
 
@@ -328,7 +327,7 @@ def run_arm(name: str, peers: int, args: argparse.Namespace, work: Path, split: 
             cmd += ["--no-chain"]
         say(f"{name}: training {peers} peer(s) for {args.rounds} round(s) ({3 * args.rounds} GRPO steps per node); "
             f"logs in {logs_dir}")
-        code, seconds, output = _supervise(name, cmd, work, logs_dir, peers, args)
+        code, seconds, output = _supervise(name, cmd, work, run_dir, logs_dir, peers, args)
         if code == 0:
             break
         if "ports in use" in output and attempt < 2:
@@ -347,9 +346,9 @@ def run_arm(name: str, peers: int, args: argparse.Namespace, work: Path, split: 
     from hivemind_exp.trainer.grpo import GRPOEngine
 
     checkpoint = GRPOEngine.checkpoint_dir(run_dir / NODE / "checkpoints" / state["checkpoint"])
-    steps = parse_steps(logs_dir, peers)
+    steps = parse_steps(run_dir, peers)
     if not any(s.peer == NODE for s in steps):
-        raise BenchError(f"{name} arm: no 'GRPO step done' line in {logs_dir / (NODE + '.log')}")
+        raise BenchError(f"{name} arm: no step event in {run_dir / NODE / 'events.jsonl'} (log: {logs_dir / (NODE + '.log')})")
     return ArmResult(name, peers, run_dir, logs_dir, seconds, steps, checkpoint, int(state.get("total_steps", 0)))
 
 
@@ -357,7 +356,7 @@ def _tail_text(text: str, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _supervise(name: str, cmd: list[str], work: Path, logs_dir: Path, peers: int,
+def _supervise(name: str, cmd: list[str], work: Path, run_dir: Path, logs_dir: Path, peers: int,
                args: argparse.Namespace) -> tuple[int, float, str]:
     """Run `up`, show progress, enforce --arm-timeout; never leave its services running."""
     out_path = work / f"{name}-up.out"
@@ -372,7 +371,7 @@ def _supervise(name: str, cmd: list[str], work: Path, logs_dir: Path, peers: int
         while proc.poll() is None:
             time.sleep(2.0)
             elapsed = time.monotonic() - started
-            done = len([s for s in parse_steps(logs_dir, peers) if s.peer == NODE])
+            done = len([s for s in parse_steps(run_dir, peers) if s.peer == NODE])
             if done != last_done or elapsed - last_note > 120:
                 say(f"{name}: {NODE} {done}/{expected} GRPO steps done, {minutes(elapsed)} elapsed")
                 last_note, last_done = elapsed, done

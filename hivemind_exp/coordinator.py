@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hivemind_exp.game import stage as stages
 from hivemind_exp.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Coordinator:
     def _resume(self) -> None:
         if self.chain is not None:
             r, s0 = self.chain.round_and_stage()
-            self.round, self.stage = r, (1 if self.s.game == "sapo" else s0 + 1)
+            self.round, self.stage = r, stages.from_chain(self.s.game, s0)
             log.info("continuing from the chain: round %d stage %d", self.round, self.stage)
         else:
             prev = self._saved_round()
@@ -173,7 +174,7 @@ class Coordinator:
             self.metrics.set_round(self.round, self.stage)
 
     def _publish(self) -> None:
-        ok = self.transport.publish_round_state(self.round, self.stage, self.deadline)
+        ok = self.transport.publish_round_state(self.round, self.stage, self.deadline, game=self.s.game)
         if not ok:
             log.warning("round state (round %d stage %d) not confirmed by the DHT; will re-publish", self.round,
                         self.stage)
@@ -203,7 +204,7 @@ class Coordinator:
                 log.warning("updateStageAndRound failed (%s); keeping round %d stage %d and retrying", err,
                             self.round, self.stage)
                 return
-            new_round, new_stage = r, (1 if self.s.game == "sapo" else s0 + 1)
+            new_round, new_stage = r, stages.from_chain(self.s.game, s0)
         else:
             last = self.s.stages_per_round
             new_round, new_stage = (self.round, self.stage + 1) if self.stage < last else (self.round + 1, 1)

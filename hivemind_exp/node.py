@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hivemind_exp.data import DatasetSource, Problem, open_source, round_problems
+from hivemind_exp.game import stage as stages
 from hivemind_exp.node_state import NodeState
 from hivemind_exp.settings import TrainerSettings
 
@@ -49,7 +50,7 @@ MAX_WINNERS_PER_VOTE = 32  # the contract refuses longer votes (InvalidVote)
 @dataclass(frozen=True)
 class StageClock:
     round: int
-    stage: int  # 1..3
+    stage: int  # from 1 (hivemind_exp.game.stage)
     deadline: float | None  # unix seconds, when known
     source: str  # "chain" or "dht"
 
@@ -75,9 +76,11 @@ class TrainerNode:
         self.telemetry: Any = None
         self.held_out: list[Problem] = []
         self.evaluation: Any = None  # latest EvalSummary, repeated in every heartbeat
+        self.sapo_stats: Any = None  # latest SapoStats, likewise
         self.questions_per_round = 1
         self._last_clock: StageClock | None = None
         self._wait_note: tuple[Any, ...] | None = None
+        self.foreign_game: str | None = None  # the coordinator's game when it is not this node's
         self._heartbeat_thread: threading.Thread | None = None
         self.rounds_finished = 0
         self._drops_reported: dict[str, int] = {}
@@ -313,6 +316,10 @@ class TrainerNode:
             dht_state = self.transport.fetch_round_state(timeout=5)
         except Exception as err:  # noqa: BLE001 - the transport never should, but a read must not kill the node
             log.debug("round-state fetch failed: %s", err)
+        # Playing another game's stages would publish records nobody reads: wait, and say why.
+        self.foreign_game = dht_state.game if dht_state is not None and dht_state.game != self.s.game else None
+        if self.foreign_game:
+            return None
         if self.chain is not None:
             from hivemind_exp.chain.errors import ChainError
 
@@ -320,7 +327,7 @@ class TrainerNode:
                 r, s0 = self.chain.round_and_stage()
                 # SAPO rounds have one stage; the coordinator moves the contract's 3-stage clock a
                 # whole round at a time, so any chain stage is the round's only stage.
-                stage = 1 if self.s.game == "sapo" else s0 + 1
+                stage = stages.from_chain(self.s.game, s0)
                 deadline = None
                 if dht_state is not None and (dht_state.round, dht_state.stage) == (r, stage):
                     deadline = dht_state.stage_deadline_unix
@@ -340,6 +347,11 @@ class TrainerNode:
     def run(self) -> int:
         while not self.stop.is_set():
             clock = self.read_clock()
+            if clock is None and self.foreign_game:
+                self._note_wait(("game", self.foreign_game), "the coordinator plays the %s game but this node is set "
+                                "to %s: restart it with --game %s", self.foreign_game, self.s.game, self.foreign_game)
+                self.stop.wait(self.s.poll_seconds)
+                continue
             if clock is None:
                 self._note_wait(("none",), "waiting for the coordinator's round state on the DHT")
                 self.stop.wait(self.s.poll_seconds)
@@ -458,7 +470,8 @@ class TrainerNode:
         if self.outbox is not None:
             from hivemind_exp.chain.rewards import points_to_chain
 
-            self.outbox.enqueue_reward(round_no, stage - 1, points_to_chain(result.mean_reward), self.state.peer_id)
+            self.outbox.enqueue_reward(round_no, stages.to_chain(self.s.game, stage), points_to_chain(result.mean_reward),
+                                       self.state.peer_id)
             self.outbox_worker.wake()
         self.state.total_steps += 1
         self._save_checkpoint(round_no, stage)
@@ -487,10 +500,13 @@ class TrainerNode:
             self.metrics.record_published(len(out.local) + 1)
             self.metrics.record_fetched(out.candidates)
         self.transport.publish_reward(round_no, 1, float(out.mean_reward))
+        # The heartbeat thread carries these to dashboards from its next beat on.
+        self.sapo_stats = self.sapo.stats(out, time.time(), sum(self.transport.drop_counts().values()))
         if self.outbox is not None:
             from hivemind_exp.chain.rewards import points_to_chain
 
-            self.outbox.enqueue_reward(round_no, 0, points_to_chain(out.mean_reward), self.state.peer_id)
+            self.outbox.enqueue_reward(round_no, stages.to_chain(self.s.game, 1), points_to_chain(out.mean_reward),
+                                       self.state.peer_id)
             self.outbox_worker.wake()
         if self.task_source is not None and self.s.curriculum:
             for g in out.local:
@@ -607,7 +623,7 @@ class TrainerNode:
         name = peer_name(self.state.peer_id)
         while not self.stop.is_set():
             try:
-                self.transport.heartbeat(name=name, wallet=wallet, evaluation=self.evaluation)
+                self.transport.heartbeat(name=name, wallet=wallet, evaluation=self.evaluation, sapo=self.sapo_stats)
                 if self.metrics:
                     self.metrics.set_dht_peers(len(self.transport.list_peers(timeout=5)))
                     drops = self.transport.drop_counts()

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from hivemind_exp.chain.settings import ChainSettings
+from hivemind_exp.game.stage import Game, stage_count
 from hivemind_exp.settings_base import ServiceSettings
 from hivemind_exp.swarm.settings import SwarmSettings
 
@@ -59,9 +60,6 @@ class ModelSettings(ServiceSettings):
         return v
 
 
-Game = Literal["three-stage", "sapo"]
-
-
 class GameSettings(ServiceSettings):
     """Which game the swarm plays; every service of one swarm must agree."""
 
@@ -70,7 +68,7 @@ class GameSettings(ServiceSettings):
 
     @property
     def stages_per_round(self) -> int:
-        return 1 if self.game == "sapo" else 3
+        return stage_count(self.game)
 
 
 class SapoSettings(ServiceSettings):
@@ -109,7 +107,7 @@ def check_game_dataset(game: str, dataset: str) -> None:
                          "(auto, hub, jsonl or generated)")
 
 
-class LauncherSettings(CommonSettings, ModelSettings, GameSettings):
+class LauncherSettings(CommonSettings, ModelSettings, GameSettings, SapoSettings):
     """`rl-swarm up`: the whole local swarm on one machine."""
 
     num_peers: int = Field(2, ge=1, le=16, description="number of local trainer peers (1-16)")

@@ -106,6 +106,21 @@ class Plan:
             return []
         return ["--metrics-port", str(self.s.metrics_base_port + index)]
 
+    def sapo_args(self) -> list[str]:
+        """The SAPO knobs given to `up`, passed on to every trainer (only those set, so env/.env still apply)."""
+        from hivemind_exp.settings import SapoSettings
+
+        s, out = self.s, []
+        for name in SapoSettings.model_fields:
+            if name not in s.model_fields_set:
+                continue
+            value, flag = getattr(s, name), "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                out.append(flag if value else "--no-" + name.replace("_", "-"))
+            elif value is not None:
+                out += [flag, str(value)]
+        return out
+
     def model_args(self) -> list[str]:
         s = self.s
         args = ["--model", s.model, "--device", s.device, "--dataset", s.dataset, "--swarm-seed", str(s.swarm_seed)]
@@ -159,7 +174,7 @@ class Plan:
             argv = self.py + ["trainer", "--identity-path", str(p["identity"]), "--data-dir", str(p["dir"]),
                               "--host-maddrs", f"/ip4/127.0.0.1/tcp/{p['port']}",
                               "--initial-peers", self.coord_maddr, "--coordinator-peer-id", self.coord_peer_id]
-            argv += self.model_args() + self.metrics_port(i + 1) + ["--game", s.game]
+            argv += self.model_args() + self.metrics_port(i + 1) + ["--game", s.game] + self.sapo_args()
             # Peers on one machine split its CPUs: oversubscribed OpenMP threads spin and run far slower.
             argv += ["--torch-threads", str(max(1, available_cpus() // max(1, s.num_peers)))]
             if s.max_rounds:

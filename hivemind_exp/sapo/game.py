@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hivemind_exp.sapo.selection import POLICIES, ScoredGroup, select_groups, usable
-from hivemind_exp.swarm.records import MAX_COMPLETION_CHARS, DropCounter, RolloutGroup, TaskSpecRecord
+from hivemind_exp.swarm.records import MAX_COMPLETION_CHARS, DropCounter, RolloutGroup, SapoStats, TaskSpecRecord
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,15 @@ class SapoPlayer:
         if self.events is not None:
             return self.events.emit("step", **fields)
         return {"kind": "step", **fields}
+
+    def stats(self, o: RoundOutcome, now: float, transport_dropped: int = 0) -> SapoStats:
+        """What this node's heartbeat tells dashboards about its latest SAPO round.
+
+        ``transport_dropped``: records the transport itself refused (bad schema, signature, size)."""
+        trained = o.local + o.taken
+        return SapoStats(round=o.round, shared=len(o.local) if o.published else 0, taken=len(o.taken),
+                         trained=len(trained), with_signal=sum(1 for g in trained if g.has_signal),
+                         dropped=min(sum(self.drops.snapshot().values()) + transport_dropped, 1_000_000), at=now)
 
     def correct_share(self, g: ScoredGroup) -> float:
         """Share of a group's completions whose answer the task scores fully correct."""

@@ -52,6 +52,7 @@ from hivemind_exp.swarm.records import (
     RolloutsWire,
     RoundState,
     RoundStateWire,
+    SapoStats,
     WinnersWire,
     WireRecord,
     decode_wire,
@@ -155,6 +156,7 @@ class HivemindTransport:
         self._hb_name: str | None = None
         self._hb_wallet: str | None = None
         self._hb_eval: EvalSummary | None = None
+        self._hb_sapo: SapoStats | None = None
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
 
@@ -813,9 +815,10 @@ class HivemindTransport:
 
     # ------------------------------------------------------------ round state
 
-    def publish_round_state(self, round_num: int, stage: int, stage_deadline_unix: float) -> bool:
+    def publish_round_state(self, round_num: int, stage: int, stage_deadline_unix: float,
+                            game: str = "three-stage") -> bool:
         state = RoundState(round=round_num, stage=stage, stage_deadline_unix=float(stage_deadline_unix),
-                           published_at=time.time())
+                           published_at=time.time(), game=game)
         wire = RoundStateWire(peer_id=self.peer_id, state=state)
         return self._store_wires([(keys.round_state_key(self._ns), "", wire)],
                                  self._s.dht_record_ttl, self._s.dht_publish_timeout)
@@ -839,16 +842,19 @@ class HivemindTransport:
     # ------------------------------------------------------------ peers
 
     def heartbeat(self, name: str | None = None, wallet: str | None = None,
-                  evaluation: EvalSummary | None = None) -> bool:
-        """Publish this node's directory entry (name/wallet/evaluation are remembered for later heartbeats)."""
+                  evaluation: EvalSummary | None = None, sapo: SapoStats | None = None) -> bool:
+        """Publish this node's directory entry (name/wallet/evaluation/sapo are remembered for later heartbeats)."""
         if name is not None:
             self._hb_name = name
         if wallet is not None:
             self._hb_wallet = wallet
         if evaluation is not None:
             self._hb_eval = evaluation
+        if sapo is not None:
+            self._hb_sapo = sapo
         wire = HeartbeatWire(peer_id=self.peer_id, name=self._hb_name, wallet=self._hb_wallet,
-                             last_seen=time.time(), maddrs=self._visible[:8], evaluation=self._hb_eval)
+                             last_seen=time.time(), maddrs=self._visible[:8], evaluation=self._hb_eval,
+                             sapo=self._hb_sapo)
         ok = self._store_wires([(keys.peers_key(self._ns), "", wire)], self._s.dht_peer_ttl,
                                self._s.dht_publish_timeout)
         self._refresh_known_maddrs()
@@ -891,7 +897,7 @@ class HivemindTransport:
                 self._wrong(entry, "not a heartbeat")
                 continue
             info = PeerInfo(peer_id=wire.peer_id, name=wire.name, last_seen=wire.last_seen, wallet=wire.wallet,
-                            maddrs=wire.maddrs, evaluation=wire.evaluation)
+                            maddrs=wire.maddrs, evaluation=wire.evaluation, sapo=wire.sapo)
             if info.peer_id not in found or info.last_seen > found[info.peer_id].last_seen:
                 found[info.peer_id] = info
         peers = sorted(found.values(), key=lambda p: p.peer_id)

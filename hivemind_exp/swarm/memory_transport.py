@@ -29,6 +29,7 @@ from hivemind_exp.swarm.records import (
     RolloutsWire,
     RoundState,
     RoundStateWire,
+    SapoStats,
     WinnersWire,
     WireRecord,
     _Wire,
@@ -92,7 +93,7 @@ class MemoryTransport:
         self._ns = namespace
         self._drops = DropCounter()
         self._closed = False
-        self._hb: dict[str, object] = {"name": None, "wallet": None, "evaluation": None}
+        self._hb: dict[str, object] = {"name": None, "wallet": None, "evaluation": None, "sapo": None}
 
     # ------------------------------------------------------------ plumbing
     @property
@@ -208,9 +209,10 @@ class MemoryTransport:
         return out
 
     # ------------------------------------------------------------ round state
-    def publish_round_state(self, round_num: int, stage: int, stage_deadline_unix: float) -> bool:
+    def publish_round_state(self, round_num: int, stage: int, stage_deadline_unix: float,
+                            game: str = "three-stage") -> bool:
         state = RoundState(round=round_num, stage=stage, stage_deadline_unix=float(stage_deadline_unix),
-                           published_at=self._swarm.clock())
+                           published_at=self._swarm.clock(), game=game)
         return self._store([(keys.round_state_key(self._ns), "", RoundStateWire(peer_id=self._peer_id, state=state))],
                            self._record_ttl)
 
@@ -228,12 +230,12 @@ class MemoryTransport:
 
     # ------------------------------------------------------------ peers
     def heartbeat(self, name: str | None = None, wallet: str | None = None,
-                  evaluation: EvalSummary | None = None) -> bool:
-        for field, value in (("name", name), ("wallet", wallet), ("evaluation", evaluation)):
+                  evaluation: EvalSummary | None = None, sapo: SapoStats | None = None) -> bool:
+        for field, value in (("name", name), ("wallet", wallet), ("evaluation", evaluation), ("sapo", sapo)):
             if value is not None:
                 self._hb[field] = value
         wire = HeartbeatWire(peer_id=self._peer_id, name=self._hb["name"], wallet=self._hb["wallet"],
-                             last_seen=self._swarm.clock(), evaluation=self._hb["evaluation"])
+                             last_seen=self._swarm.clock(), evaluation=self._hb["evaluation"], sapo=self._hb["sapo"])
         return self._store([(keys.peers_key(self._ns), "", wire)], self._peer_ttl)
 
     def start_heartbeats(self, interval: float | None = None, name: str | None = None,
@@ -250,7 +252,7 @@ class MemoryTransport:
                 self._wrong(key, "not a heartbeat")
                 continue
             out.append(PeerInfo(peer_id=owner, name=wire.name, last_seen=wire.last_seen, wallet=wire.wallet,
-                                maddrs=list(wire.maddrs), evaluation=wire.evaluation))
+                                maddrs=list(wire.maddrs), evaluation=wire.evaluation, sapo=wire.sapo))
         return sorted(out, key=lambda p: p.peer_id)
 
     def visible_maddrs(self) -> list[str]:

@@ -71,6 +71,7 @@ class RoundState(_Strict):
     stage: Stage
     stage_deadline_unix: UnixTime = Field(description="when the coordinator will move on (unix seconds)")
     published_at: UnixTime = Field(description="when the coordinator wrote this (unix seconds)")
+    game: Literal["three-stage", "sapo"] = Field("three-stage", description="the game the swarm plays")
 
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -84,6 +85,21 @@ class EvalSummary(_Strict):
     format_rate: Fraction = Field(description="share of completions in the expected tagged format")
     problems: Annotated[int, Field(ge=1, le=100_000)] = Field(description="held-out problems evaluated")
     at: UnixTime = Field(description="when the evaluation finished (unix seconds)")
+
+
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+class SapoStats(_Strict):
+    """A SAPO node's latest round, carried in its heartbeat: what it shared, took and trained on."""
+
+    round: Round
+    shared: Count = Field(description="rollout groups it published")
+    taken: Count = Field(description="external groups it kept after re-scoring")
+    trained: Count = Field(description="groups in its GRPO step (own + external)")
+    with_signal: Count = Field(description="trained groups whose rewards differ (GRPO learns only from these)")
+    dropped: Count = Field(description="peers' records it has dropped since it started (malformed or mismatched)")
+    at: UnixTime
 
 
 MAX_GROUP_COMPLETIONS = 64
@@ -120,6 +136,7 @@ class PeerInfo(_Strict):
     wallet: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] | None = None
     maddrs: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=8)
     evaluation: EvalSummary | None = None
+    sapo: SapoStats | None = None
 
 
 # ---------------------------------------------------------------- wire models
@@ -162,6 +179,7 @@ class HeartbeatWire(_Wire):
     wallet: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] | None = None
     maddrs: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=8)
     evaluation: EvalSummary | None = None
+    sapo: SapoStats | None = None
 
 
 class RolloutsWire(_Wire):

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from hivemind_exp.swarm.records import EvalSummary, OutputRecord, PeerInfo, RolloutGroup, RoundState
+from hivemind_exp.swarm.records import EvalSummary, OutputRecord, PeerInfo, RolloutGroup, RoundState, SapoStats
 
 
 class SwarmStartupError(RuntimeError):
@@ -64,16 +64,18 @@ class SwarmTransport(Protocol):
         """``{voter_peer_id: [winner peer IDs]}`` for a round."""
         ...
 
-    def publish_round_state(self, round_num: int, stage: int, stage_deadline_unix: float) -> bool:
+    def publish_round_state(self, round_num: int, stage: int, stage_deadline_unix: float,
+                            game: str = "three-stage") -> bool:
         """Coordinator only: readers trust this record from the configured coordinator peer ID alone."""
         ...
 
     def fetch_round_state(self, timeout: float | None = None) -> RoundState | None: ...
 
     def heartbeat(self, name: str | None = None, wallet: str | None = None,
-                  evaluation: EvalSummary | None = None) -> bool:
-        """Announce this node in the peer directory (call well within the peer TTL); name, wallet
-        and the latest held-out evaluation are remembered and repeated by later heartbeats."""
+                  evaluation: EvalSummary | None = None, sapo: SapoStats | None = None) -> bool:
+        """Announce this node in the peer directory (call well within the peer TTL); name, wallet,
+        the latest held-out evaluation and SAPO round stats are remembered and repeated by later
+        heartbeats."""
         ...
 
     def start_heartbeats(self, interval: float | None = None, name: str | None = None,

@@ -40,20 +40,20 @@ def wait_for(check, timeout: float = 30.0, what: str = "condition"):  # type: ig
 def test_round_and_stage_from_the_coordinator_and_the_chain(dashboard: DashboardProc) -> None:
     rs = dashboard.get("/api/round_and_stage").json()
     assert (rs["round"], rs["stage"], rs["stage_name"], rs["source"]) == (CURRENT_ROUND, CURRENT_STAGE, "critique", "dht")
-    assert (rs["chain_round"], rs["chain_stage"]) == (1, 0)
+    assert (rs["chain_round"], rs["chain_stage"]) == (1, 1)  # the contract's stage 0, in the swarm's numbering
     assert rs["stage_deadline"] > time.time()
 
 
 def test_leaderboard_ranks_every_peer_by_this_rounds_rewards(dashboard: DashboardProc, web_swarm: WebSwarm) -> None:
     board = dashboard.get("/api/leaderboard").json()
     ids = web_swarm.peer_ids
-    expected = sorted(range(3), key=lambda i: -sum(dht_reward(i, CURRENT_ROUND, s) for s in range(CURRENT_STAGE + 1)))
+    expected = sorted(range(3), key=lambda i: -sum(dht_reward(i, CURRENT_ROUND, s) for s in range(1, CURRENT_STAGE + 1)))
     assert board["round"] == CURRENT_ROUND and board["total"] == 3
     assert [e["peer_id"] for e in board["entries"]] == [ids[i] for i in expected]
     top = board["entries"][0]
     assert top["name"] == peer_name(top["peer_id"]) and top["rank"] == 1
     i = ids.index(top["peer_id"])
-    assert top["stage_rewards"] == [dht_reward(i, CURRENT_ROUND, 0), dht_reward(i, CURRENT_ROUND, 1), None]
+    assert top["stage_rewards"] == [dht_reward(i, CURRENT_ROUND, 1), dht_reward(i, CURRENT_ROUND, 2), None]
     assert [e["is_me"] for e in board["entries"]] == [ids[i] == dashboard.local_peer_id for i in expected]
 
     page = dashboard.get("/api/leaderboard?limit=1&offset=1").json()
@@ -93,8 +93,8 @@ def test_rewards_history_has_every_round_per_peer(dashboard: DashboardProc, web_
     for i, pid in enumerate(web_swarm.peer_ids):
         pts = {p["round"]: p["reward"] for p in series[pid]["points"]}
         for rnd in range(1, CURRENT_ROUND + 1):
-            stages = 3 if rnd < CURRENT_ROUND else CURRENT_STAGE + 1
-            assert pts[rnd] == pytest.approx(sum(dht_reward(i, rnd, s) for s in range(stages)))
+            last = 3 if rnd < CURRENT_ROUND else CURRENT_STAGE
+            assert pts[rnd] == pytest.approx(sum(dht_reward(i, rnd, s) for s in range(1, last + 1)))
     assert [s["is_me"] for s in h["series"]].count(True) == 1
     one = dashboard.get("/api/rewards-history", params={"limit": 1, "peer_id": web_swarm.peer_ids[0]}).json()
     assert len(one["series"]) == 2

@@ -3,7 +3,8 @@
 Read from the nodes' structured event files, not their logs: every peer played rounds 0 and
 1, published its own groups, and in round 1 trained on at least one group another peer
 published; the DHT holds each peer's groups; the chain holds each peer's round-0 reward
-(stage 0: a SAPO round is one stage) exactly as the peer computed it.
+(stage 0: a SAPO round is one stage) exactly as the peer computed it; the round record names
+the game and every peer's heartbeat carries its SAPO stats (what the dashboard shows).
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ def test_three_sapo_peers_share_and_train_on_each_others_groups(tmp_path, tiny_m
             coordinator_peer_id=coord_id, dht_client_mode=True))
         groups = client.fetch_rollouts(1, timeout=10, peers=peer_ids)
         assert sorted(groups) == peer_ids and all(len(g) == 2 for g in groups.values())
+        # What the dashboard reads: the round record names the game; heartbeats carry SAPO stats.
+        assert client.fetch_round_state(timeout=10).game == "sapo"
+
+        def stats_seen() -> bool:
+            seen = {p.peer_id: p.sapo for p in client.list_peers(timeout=10)}
+            return all(seen.get(p) is not None and seen[p].round >= 1 for p in peer_ids)
+
+        wait_for(stats_seen, 120, "SAPO stats in every peer's heartbeat", [proc], all_logs)
+        for info in client.list_peers(timeout=10):
+            if info.peer_id in peer_ids and info.sapo.round == 1:
+                e = [x for x in by_peer[info.peer_id] if x["round"] == 1][0]
+                assert (info.sapo.shared, info.sapo.taken) == (e["local_groups"], e["external_taken"])
 
         reader = ChainReader(f"http://127.0.0.1:{anvil_port}", load_deployment_address(run_dir / "deployment.json"))
         wait_for(lambda: all(reader.reward_on_chain(0, 0, p) for p in peer_ids), 120, "round-0 rewards on chain",

@@ -96,6 +96,19 @@ def test_tampered_question_or_unknown_spec_is_dropped_and_counted(tiny_model, so
     assert drops == {"question_mismatch": 1, "bad_spec": 2, "wrong_key": 1}
 
 
+def test_heartbeat_stats_say_what_was_shared_taken_and_trained(tiny_model, source):
+    swarm, players = make_players(tiny_model, source)
+    sampled = [p.sample(2) for p in players]
+    out = players[0].learn(sampled[0])
+    st = players[0].stats(out, now=123.0, transport_dropped=5)
+    assert (st.round, st.shared, st.taken, st.trained) == (2, 2, 2, 4)
+    assert st.with_signal == sum(g.has_signal for g in out.local + out.taken) and st.dropped == 5
+    # The heartbeat carries them to whoever lists the peers (the dashboard).
+    players[0].transport.heartbeat(sapo=st)
+    seen = {p.peer_id: p for p in players[1].transport.list_peers()}
+    assert seen[PEERS[0]].sapo == st and seen[PEERS[1]].sapo is None
+
+
 def test_solo_node_trains_on_its_own_without_waiting(tiny_model, source):
     swarm, players = make_players(tiny_model, source, external=0, n=1, collect_seconds=3600)
     out = players[0].play_round(5)

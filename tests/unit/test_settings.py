@@ -68,3 +68,28 @@ def test_flags_generated_from_fields():
     over = overrides_from_args(args, LauncherSettings)
     assert over == {"num_peers": "3", "chain": False}
     assert load_settings(LauncherSettings, **over).chain is False
+
+
+def test_up_passes_the_sapo_knobs_on_to_every_trainer(tmp_path, monkeypatch) -> None:
+    from hivemind_exp.commands.up import Plan
+    from hivemind_exp.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
+    from hivemind_exp.settings import TrainerSettings
+
+    monkeypatch.chdir(tmp_path)
+    mix = CONFIG_ROOT / DEFAULT_TASK_MIX
+    s = load_settings(LauncherSettings, game="sapo", task_mix=str(mix), curriculum=True, sapo_external_groups="2",
+                      num_peers="2", chain=False, login=False, dashboard=False, run_dir=str(tmp_path / "run"))
+    trainers = [spec for spec in Plan(s).specs() if spec.name.startswith("peer")]
+    assert len(trainers) == 2
+    for spec in trainers:
+        argv = spec.argv[spec.argv.index("trainer") + 1:]
+        assert argv[argv.index("--task-mix") + 1] == str(mix) and "--curriculum" in argv
+        assert argv[argv.index("--sapo-external-groups") + 1] == "2"
+        assert "--sapo-local-groups" not in argv  # unset knobs stay the trainer's own (env, .env, default)
+        # ... and the trainer accepts exactly what it is given.
+        def val(flag: str) -> str:
+            return argv[argv.index(flag) + 1]
+
+        t = load_settings(TrainerSettings, game=val("--game"), task_mix=val("--task-mix"), curriculum=True,
+                          sapo_external_groups=val("--sapo-external-groups"))
+        assert (t.game, t.task_mix, t.curriculum, t.sapo_external_groups) == ("sapo", mix, True, 2)

@@ -7,7 +7,7 @@ import json
 from api.sources import ChainSnapshot, GossipItem, PeerSeen, SwarmSnapshot
 from api.state import DashboardState, LocalNode
 from hivemind_exp.names import peer_name
-from hivemind_exp.swarm.records import EvalSummary
+from hivemind_exp.swarm.records import EvalSummary, SapoStats
 
 A = "QmAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 B = "QmBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -25,7 +25,7 @@ def body(state: DashboardState, key: str) -> dict:
 def test_leaderboard_ranks_current_round_and_lists_every_peer() -> None:
     st = DashboardState()
     st.apply_swarm(snap(peers=[PeerSeen(A, 990), PeerSeen(B, 995), PeerSeen(C, 999)],
-                        rewards={(3, 0): {A: 1.0, B: 2.0}, (3, 1): {A: 1.5}, (2, 0): {C: 9.0}}))
+                        rewards={(3, 1): {A: 1.0, B: 2.0}, (3, 2): {A: 1.5}, (2, 1): {C: 9.0}}))
     board = body(st, "leaderboard")
     assert board["round"] == 3
     assert [(e["peer_id"], e["reward"], e["rank"]) for e in board["entries"]] == [(A, 2.5, 1), (B, 2.0, 2), (C, 0.0, 3)]
@@ -36,13 +36,13 @@ def test_leaderboard_ranks_current_round_and_lists_every_peer() -> None:
 
 def test_leaderboard_falls_back_to_latest_round_with_rewards() -> None:
     st = DashboardState()
-    st.apply_swarm(snap(round_=4, stage=0, rewards={(3, 2): {B: 1.0}}))
+    st.apply_swarm(snap(round_=4, stage=1, rewards={(3, 3): {B: 1.0}}))
     assert body(st, "leaderboard")["round"] == 3
 
 
 def test_paging_and_search_by_name_or_peer_id() -> None:
     st = DashboardState()
-    st.apply_swarm(snap(peers=[PeerSeen(p, 1.0) for p in (A, B, C)], rewards={(3, 0): {A: 3.0, B: 2.0, C: 1.0}}))
+    st.apply_swarm(snap(peers=[PeerSeen(p, 1.0) for p in (A, B, C)], rewards={(3, 1): {A: 3.0, B: 2.0, C: 1.0}}))
     page = json.loads(st.leaderboard_body(1, 1, None))
     assert [e["peer_id"] for e in page["entries"]] == [B]
     assert page["total"] == 3 and page["offset"] == 1 and page["limit"] == 1
@@ -55,9 +55,9 @@ def test_paging_and_search_by_name_or_peer_id() -> None:
 
 def test_history_is_bounded_and_backfills_missing_rounds() -> None:
     st = DashboardState(history_rounds=3)
-    st.apply_swarm(snap(round_=10, stage=0))
+    st.apply_swarm(snap(round_=10, stage=1))
     assert st.rounds_wanted(backfill=3) == [10, 9, 8]  # round 7 is outside the 3-round window
-    st.apply_swarm(snap(round_=10, stage=0, rewards={(r, 0): {A: float(r)} for r in range(5, 11)}))
+    st.apply_swarm(snap(round_=10, stage=1, rewards={(r, 1): {A: float(r)} for r in range(5, 11)}))
     assert list(st.rewards) == [8, 9, 10]
     hist = body(st, "rewards_history")
     assert hist["rounds"] == [8, 9, 10]
@@ -66,12 +66,12 @@ def test_history_is_bounded_and_backfills_missing_rounds() -> None:
 
 def test_rounds_wanted_skips_rounds_already_loaded_or_asked() -> None:
     st = DashboardState(history_rounds=50)
-    st.apply_swarm(snap(round_=6, stage=2, rewards={(4, 0): {A: 1.0}}))
+    st.apply_swarm(snap(round_=6, stage=3, rewards={(4, 1): {A: 1.0}}))
     assert st.rounds_wanted(backfill=2) == [6, 5, 3, 2]
     # Rounds 3 and 2 were read and had nothing: not asked again; current/previous always are.
-    st.apply_swarm(snap(round_=6, stage=2, rewards={(r, s): {} for r in (6, 5, 3, 2) for s in range(3)}))
+    st.apply_swarm(snap(round_=6, stage=3, rewards={(r, s): {} for r in (6, 5, 3, 2) for s in range(1, 4)}))
     assert st.rounds_wanted(backfill=2) == [6, 5, 1, 0]
-    st.apply_swarm(snap(round_=6, stage=2, rewards={(r, s): {} for r in (1, 0) for s in range(3)}))
+    st.apply_swarm(snap(round_=6, stage=3, rewards={(r, s): {} for r in (1, 0) for s in range(1, 4)}))
     assert st.rounds_wanted(backfill=2) == [6, 5]
 
 
@@ -85,7 +85,7 @@ def test_chain_round_drives_reads_when_the_dht_has_no_trusted_round() -> None:
 def test_history_includes_my_node_beyond_the_top_n() -> None:
     st = DashboardState()
     st.set_local(LocalNode(peer_id=C, reason=None, pending=2, failed=0))
-    st.apply_swarm(snap(rewards={(3, 0): {A: 5.0, B: 4.0, C: 0.5}}))
+    st.apply_swarm(snap(rewards={(3, 1): {A: 5.0, B: 4.0, C: 0.5}}))
     hist = json.loads(st.history_body(1))
     assert [(s["peer_id"], s["is_me"]) for s in hist["series"]] == [(A, False), (C, True)]
 
@@ -110,7 +110,7 @@ def test_gossip_deduplicates_and_keeps_newest() -> None:
 def test_me_card_combines_dht_chain_and_outbox() -> None:
     st = DashboardState()
     st.set_local(LocalNode(peer_id=B, reason=None, pending=3, failed=1))
-    st.apply_swarm(snap(peers=[PeerSeen(B, 999.0)], rewards={(3, 0): {A: 2.0, B: 1.0}}))
+    st.apply_swarm(snap(peers=[PeerSeen(B, 999.0)], rewards={(3, 1): {A: 2.0, B: 1.0}}))
     st.apply_chain(ChainSnapshot(round=3, stage=1, stage_count=3, contract_address="0x" + "1" * 40,
                                  total_rewards={A: 5.0, B: 7.5}, total_wins={A: 0, B: 2},
                                  local_wallet="0x" + "2" * 40, taken_at=1001.0))
@@ -135,8 +135,8 @@ def test_round_and_stage_prefers_dht_and_falls_back_to_chain() -> None:
     assert body(st, "round_and_stage")["source"] == "none"
     st.apply_chain(ChainSnapshot(round=5, stage=2, stage_count=3, contract_address="0x" + "1" * 40))
     rs = body(st, "round_and_stage")
-    assert (rs["round"], rs["stage"], rs["stage_name"], rs["source"]) == (5, 2, "decide", "chain")
-    st.apply_swarm(SwarmSnapshot(round=6, stage=0, stage_deadline=1234.0))
+    assert (rs["round"], rs["stage"], rs["stage_name"], rs["source"]) == (5, 3, "decide", "chain")
+    st.apply_swarm(SwarmSnapshot(round=6, stage=1, stage_deadline=1234.0))
     rs = body(st, "round_and_stage")
     assert (rs["round"], rs["stage_name"], rs["source"], rs["chain_round"], rs["stage_deadline"]) == \
         (6, "answer", "dht", 5, 1234.0)
@@ -164,7 +164,7 @@ def test_health_grace_then_stale_with_reason() -> None:
     assert not ok
     assert "DHT" in h.reasons[0] and "no DHT peers to join" in h.reasons[0]
     assert h.chain.ok and not h.chain.configured  # no chain configured: not a reason
-    st.apply_swarm(SwarmSnapshot(round=1, stage=0, taken_at=1019.0))
+    st.apply_swarm(SwarmSnapshot(round=1, stage=1, taken_at=1019.0))
     ok, h = st.health(dht_stale_after=10, chain_stale_after=10)
     assert ok and h.dht.age_s == 1.0
 
@@ -184,3 +184,42 @@ def test_latest_evaluation_reaches_nodes_and_my_card() -> None:
     # Evicting a peer forgets its evaluation too (bounded memory).
     st.apply_swarm(snap(peers=[PeerSeen(B, 1000), PeerSeen(C, 1001)]))
     assert A not in st.peers and A not in st.evals
+
+
+def test_sapo_round_is_one_stage_on_every_surface() -> None:
+    """A SAPO round has one stage: the chain's 0-based stages 0..2 all show as stage 1, rollouts."""
+    st = DashboardState(local=LocalNode(peer_id=A))
+    st.apply_swarm(SwarmSnapshot(round=4, stage=1, game="sapo", taken_at=1000.0, rewards={(4, 1): {A: 0.5, B: 0.25}},
+                                 gossip=[GossipItem(B, 4, 1, "rollouts", "What is 2+3?", "5", 999.0)]))
+    for chain_stage in (0, 1, 2):
+        st.apply_chain(ChainSnapshot(round=4, stage=chain_stage, stage_count=3, contract_address="0x" + "1" * 40))
+        rs = body(st, "round_and_stage")
+        assert (rs["game"], rs["stage"], rs["stage_name"], rs["stage_names"], rs["stage_count"], rs["chain_stage"]) \
+            == ("sapo", 1, "rollouts", ["rollouts"], 1, 1)
+    board = body(st, "leaderboard")
+    assert [(e["peer_id"], e["stage_rewards"]) for e in board["entries"]] == [(A, [0.5]), (B, [0.25])]
+    assert body(st, "gossip")["entries"][0]["stage_name"] == "rollouts"
+
+
+def test_three_stage_names_follow_the_swarm_numbering() -> None:
+    st = DashboardState()
+    for stage, name in ((1, "answer"), (2, "critique"), (3, "decide")):
+        st.apply_swarm(snap(round_=2, stage=stage))
+        st.apply_chain(ChainSnapshot(round=2, stage=stage - 1, stage_count=3, contract_address="0x" + "1" * 40))
+        rs = body(st, "round_and_stage")
+        assert (rs["stage"], rs["stage_name"], rs["chain_stage"]) == (stage, name, stage)
+
+
+def test_sapo_stats_reach_nodes_and_my_card() -> None:
+    st = DashboardState(local=LocalNode(peer_id=A), max_peers=2)
+    newer = SapoStats(round=5, shared=4, taken=3, trained=7, with_signal=2, dropped=1, at=900.0)
+    older = SapoStats(round=4, shared=4, taken=0, trained=4, with_signal=0, dropped=0, at=800.0)
+    st.apply_swarm(snap(peers=[PeerSeen(A, 950, None, newer), PeerSeen(B, 960)]))
+    st.apply_swarm(snap(peers=[PeerSeen(A, 990, None, older), PeerSeen(B, 995)]))
+    nodes = {n["peer_id"]: n for n in body(st, "nodes")["nodes"]}
+    assert nodes[A]["sapo"] == {"round": 5, "shared": 4, "taken": 3, "trained": 7, "with_signal": 2, "dropped": 1,
+                                "at": 900.0}
+    assert nodes[B]["sapo"] is None
+    assert body(st, "me")["sapo"]["taken"] == 3
+    st.apply_swarm(snap(peers=[PeerSeen(B, 1000), PeerSeen(C, 1001)]))
+    assert A not in st.sapo

@@ -9,9 +9,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-STAGE_NAMES = ("answer", "critique", "decide")
-
-
 class ErrorBody(BaseModel):
     detail: str = Field(description="what was wrong with the request and how to fix it")
 
@@ -34,14 +31,17 @@ class Health(BaseModel):
 
 
 class RoundAndStage(BaseModel):
+    game: Literal["three-stage", "sapo"] = Field(description="the game the swarm plays (from the coordinator's "
+                                                 "round record; three-stage until one is read)")
     round: int | None
-    stage: int | None
-    stage_name: str | None = Field(description="answer, critique or decide")
-    stage_count: int
+    stage: int | None = Field(description="the stage, counted from 1 as the swarm does (the contract's stage + 1)")
+    stage_name: str | None = Field(description="three-stage: answer, critique or decide; SAPO: rollouts")
+    stage_names: list[str] = Field(description="the game's stages in order (stage 1 first)")
+    stage_count: int = Field(description="stages per round in this game")
     stage_deadline: float | None = Field(description="unix time the stage ends (from the DHT), when known")
     source: Literal["dht", "chain", "none"] = Field(description="where round/stage came from (DHT first)")
     chain_round: int | None
-    chain_stage: int | None
+    chain_stage: int | None = Field(description="the contract's stage in the same 1-based numbering as `stage`")
     updated_at: float | None
 
 
@@ -50,7 +50,7 @@ class LeaderboardEntry(BaseModel):
     peer_id: str
     name: str
     reward: float = Field(description="points this round (sum of the stages so far)")
-    stage_rewards: list[float | None] = Field(description="points per stage; null when not published")
+    stage_rewards: list[float | None] = Field(description="points per stage, stage 1 first; null when not published")
     is_me: bool
 
 
@@ -105,8 +105,9 @@ class GossipEntry(BaseModel):
     peer_id: str
     name: str
     round: int
-    stage: int
-    kind: str = Field(description="answer, critique or decision")
+    stage: int = Field(description="the stage (from 1) the record was published in")
+    stage_name: str | None = Field(description="that stage's name in the swarm's game")
+    kind: str = Field(description="answer, critique, decision (three-stage) or rollouts (SAPO)")
     question: str
     answer: str
     time: float
@@ -125,6 +126,16 @@ class Evaluation(BaseModel):
     at: float = Field(description="unix time the evaluation finished")
 
 
+class SapoRound(BaseModel):
+    round: int = Field(description="the node's latest SAPO round")
+    shared: int = Field(description="rollout groups it published to the swarm")
+    taken: int = Field(description="other peers' groups it took after re-scoring them itself")
+    trained: int = Field(description="groups in its GRPO step (own + taken)")
+    with_signal: int = Field(description="trained groups whose rewards differ (GRPO learns only from those)")
+    dropped: int = Field(description="peers' records it has dropped since it started")
+    at: float
+
+
 class Node(BaseModel):
     peer_id: str
     name: str
@@ -132,6 +143,7 @@ class Node(BaseModel):
     age_s: float = Field(description="seconds between the last heartbeat and the poll that saw it")
     is_me: bool
     evaluation: Evaluation | None = Field(None, description="the node's latest held-out evaluation, if it runs them")
+    sapo: SapoRound | None = Field(None, description="SAPO game: what the node shared, took and trained on")
 
 
 class Nodes(BaseModel):
@@ -164,5 +176,6 @@ class Me(BaseModel):
     pending_submissions: int | None
     failed_submissions: int | None
     evaluation: Evaluation | None = Field(None, description="this node's latest held-out evaluation")
+    sapo: SapoRound | None = Field(None, description="SAPO game: this node's latest round")
     login_url: str
     updated_at: float | None

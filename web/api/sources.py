@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hivemind_exp.swarm.records import EvalSummary
+from hivemind_exp.game import stage as game_stage
+from hivemind_exp.swarm.records import EvalSummary, SapoStats
 
 if TYPE_CHECKING:
     from api.settings import DashboardSettings
@@ -44,6 +45,7 @@ class PeerSeen:
     peer_id: str
     last_seen: float  # unix seconds of the peer's latest heartbeat
     evaluation: EvalSummary | None = None  # as the peer's heartbeat carried it
+    sapo: SapoStats | None = None  # likewise (SAPO game)
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,11 @@ class GossipItem:
 
 @dataclass
 class SwarmSnapshot:
-    """One DHT read. `rewards[(round, stage)][peer_id]` is that peer's points for the stage."""
+    """One DHT read. `rewards[(round, stage)][peer_id]` is that peer's points for the stage (from 1)."""
 
     round: int | None
     stage: int | None
+    game: str | None = None  # from the coordinator's round record
     stage_deadline: float | None = None
     peers: list[PeerSeen] = field(default_factory=list)
     rewards: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
@@ -156,7 +159,8 @@ class ContractChainReader:
         """Nothing to release: every RPC is a plain HTTP request."""
 
 
-STAGE_KINDS = ("answer", "critique", "decision")
+# What a record of each stage is, per game (the gossip panel's label).
+STAGE_KINDS = {"three-stage": ("answer", "critique", "decision"), "sapo": ("rollouts",)}
 # Concurrent DHT reads per poll (rewards of several rounds/stages); the transport is thread-safe.
 DHT_READ_WORKERS = 8
 
@@ -164,12 +168,12 @@ DHT_READ_WORKERS = 8
 class DhtSwarmReader:
     """`SwarmReader` over a client-mode `HivemindTransport` (signed, schema-checked records only)."""
 
-    def __init__(self, transport: Any, stage_count: int = 3, fetch_timeout: float = 3.0,
-                 cleanup: Any = None):
+    def __init__(self, transport: Any, fetch_timeout: float = 3.0, cleanup: Any = None):
         import concurrent.futures
 
         self._t = transport
-        self._stage_count = stage_count
+        # Which stages to read rewards of: the game of the latest round record (three-stage until one is read).
+        self._game = "three-stage"
         self._timeout = fetch_timeout
         self._cleanup = cleanup
         self._pool = concurrent.futures.ThreadPoolExecutor(DHT_READ_WORKERS, thread_name_prefix="dht-read")
@@ -206,6 +210,7 @@ class DhtSwarmReader:
 
     def _outputs(self, rnd: int, stage: int, peers: Sequence[str], now: float) -> list[GossipItem]:
         items = []
+        kinds = STAGE_KINDS["three-stage"]
         found = self._t.fetch_outputs(rnd, stage, timeout=self._timeout, peers=list(peers))
         for peer_id, by_question in found.items():
             for qhash, rec in by_question.items():
@@ -213,9 +218,21 @@ class DhtSwarmReader:
                 answer = rec.final_answer if rec.final_answer else rec.completion
                 items.append(GossipItem(
                     peer_id=peer_id, round=rnd, stage=stage,
-                    kind=STAGE_KINDS[stage] if stage < len(STAGE_KINDS) else f"stage {stage}",
+                    kind=kinds[stage - 1] if 1 <= stage <= len(kinds) else f"stage {stage}",
                     question=clip(question or f"question {qhash[:12]}", MAX_QUESTION_CHARS),
                     answer=clip(answer, MAX_ANSWER_CHARS), time=now))
+        return items
+
+    def _rollouts(self, rnd: int, peers: Sequence[str], now: float) -> list[GossipItem]:
+        """SAPO: one item per shared group: its question and the first completion."""
+        items = []
+        found = self._t.fetch_rollouts(rnd, timeout=self._timeout, peers=list(peers))
+        for peer_id, groups in found.items():
+            for group in groups.values():
+                items.append(GossipItem(
+                    peer_id=peer_id, round=rnd, stage=1, kind="rollouts",
+                    question=clip(group.question, MAX_QUESTION_CHARS),
+                    answer=clip(group.completions[0], MAX_ANSWER_CHARS), time=now))
         return items
 
     def poll(self, rounds: Sequence[int], gossip_peers: Sequence[str]) -> SwarmSnapshot:
@@ -223,16 +240,22 @@ class DhtSwarmReader:
         t = self._t
         state_f = self._pool.submit(t.fetch_round_state, self._timeout)
         peers_f = self._pool.submit(t.list_peers, self._timeout)
+        count = game_stage.stage_count(self._game)
         reward_fs = {(r, s): self._pool.submit(t.fetch_rewards, r, s, self._timeout)
-                     for r in rounds for s in range(self._stage_count)}
+                     for r in rounds for s in range(1, count + 1)}
         winner_fs = {r: self._pool.submit(t.fetch_winners, r, self._timeout) for r in rounds[:2]}
         state = state_f.result()
+        if state is not None:
+            self._game = state.game
         rnd = state.round if state is not None else (max(rounds) if rounds else None)
         gossip: list[GossipItem] = []
         if rnd is not None and gossip_peers:
-            stage = state.stage if state is not None else self._stage_count - 1
-            for s in sorted({stage, max(0, stage - 1)}):
-                gossip.extend(self._outputs(rnd, s, gossip_peers, now))
+            if self._game == "sapo":
+                gossip.extend(self._rollouts(rnd, gossip_peers, now))
+            else:
+                stage = state.stage if state is not None else count
+                for s in sorted({stage, max(1, stage - 1)}):
+                    gossip.extend(self._outputs(rnd, s, gossip_peers, now))
         winners: dict[int, list[str]] = {}
         for r, f in winner_fs.items():
             votes: dict[str, int] = {}
@@ -244,8 +267,9 @@ class DhtSwarmReader:
         return SwarmSnapshot(
             round=state.round if state is not None else None,
             stage=state.stage if state is not None else None,
+            game=state.game if state is not None else None,
             stage_deadline=state.stage_deadline_unix if state is not None else None,
-            peers=[PeerSeen(p.peer_id, p.last_seen, p.evaluation) for p in peers_f.result()],
+            peers=[PeerSeen(p.peer_id, p.last_seen, p.evaluation, p.sapo) for p in peers_f.result()],
             rewards={k: f.result() for k, f in reward_fs.items()},
             winners=winners, gossip=gossip, taken_at=now)
 

@@ -22,8 +22,9 @@ from pydantic import BaseModel
 
 from api import models
 from api.sources import ChainSnapshot, GossipItem, SwarmSnapshot
+from hivemind_exp.game import stage as game_stage
 from hivemind_exp.names import name_to_peer_candidates, peer_name
-from hivemind_exp.swarm.records import EvalSummary
+from hivemind_exp.swarm.records import EvalSummary, SapoStats
 
 DEFAULT_PAGE = 100
 DEFAULT_SERIES = 10
@@ -67,7 +68,7 @@ class DashboardState:
     history_rounds: int = 50
     max_peers: int = 2000
     gossip_size: int = 100
-    stage_count: int = 3
+    game: str = "three-stage"  # from the coordinator's round record
     login_url: str = "http://127.0.0.1:3000"
     dht: SourceStatus = field(default_factory=SourceStatus)
     chain_status: SourceStatus = field(default_factory=lambda: SourceStatus(configured=False))
@@ -83,6 +84,7 @@ class DashboardState:
     # peer -> last seen; insertion order = least recently seen first (for eviction)
     peers: OrderedDict[str, float] = field(default_factory=OrderedDict)
     evals: dict[str, EvalSummary] = field(default_factory=dict)  # peer -> latest held-out evaluation
+    sapo: dict[str, SapoStats] = field(default_factory=dict)  # peer -> latest SAPO round stats
     # round -> stage -> peer -> points; rounds ascending
     rewards: OrderedDict[int, dict[int, dict[str, float]]] = field(default_factory=OrderedDict)
     winners: dict[int, list[str]] = field(default_factory=dict)
@@ -114,18 +116,24 @@ class DashboardState:
         """Merge one DHT read (never removes history: a round missing from `snap` stays)."""
         if snap.round is not None:
             self.round, self.stage, self.stage_deadline = snap.round, snap.stage, snap.stage_deadline
+        if snap.game is not None:
+            self.game = snap.game
         for p in snap.peers:
             prev = self.peers.pop(p.peer_id, None)
             self.peers[p.peer_id] = max(p.last_seen, prev or 0.0)
             old = self.evals.get(p.peer_id)
             if p.evaluation is not None and (old is None or p.evaluation.at >= old.at):
                 self.evals[p.peer_id] = p.evaluation
+            old_sapo = self.sapo.get(p.peer_id)
+            if p.sapo is not None and (old_sapo is None or p.sapo.at >= old_sapo.at):
+                self.sapo[p.peer_id] = p.sapo
         # Re-sort by last seen so eviction drops the stalest peers.
         if snap.peers:
             self.peers = OrderedDict(sorted(self.peers.items(), key=lambda kv: kv[1]))
         while len(self.peers) > self.max_peers:
             gone, _ = self.peers.popitem(last=False)
             self.evals.pop(gone, None)
+            self.sapo.pop(gone, None)
         for (rnd, stg), by_peer in snap.rewards.items():
             self._asked.add(rnd)
             if not by_peer:
@@ -151,7 +159,6 @@ class DashboardState:
 
     def apply_chain(self, snap: ChainSnapshot) -> None:
         self.chain = snap
-        self.stage_count = snap.stage_count or self.stage_count
         self.chain_status.configured = True
         self.chain_status.last_success, self.chain_status.last_error = snap.taken_at, None
         self.chain_status.consecutive_failures = 0
@@ -232,7 +239,7 @@ class DashboardState:
         b["gossip"] = self.gossip_body(DEFAULT_GOSSIP)
         nodes = [models.Node(peer_id=p, name=self.name(p), last_seen=t,
                              age_s=max(0.0, (self.dht.last_success or now) - t), is_me=p == me,
-                             evaluation=self._evaluation(p))
+                             evaluation=self._evaluation(p), sapo=self._sapo(p))
                  for p, t in reversed(self.peers.items())]
         b["nodes"] = _dumps(models.Nodes(count=len(nodes), nodes=nodes, updated_at=now))
         b["me"] = _dumps(self.me())
@@ -242,14 +249,20 @@ class DashboardState:
         if self.round is not None:
             rnd, stg, src = self.round, self.stage, "dht"
         elif c is not None:
-            rnd, stg, src = c.round, c.stage, "chain"
+            rnd, stg, src = c.round, game_stage.from_chain(self.game, c.stage), "chain"
         else:
             rnd, stg, src = None, None, "none"
-        name = models.STAGE_NAMES[stg] if stg is not None and 0 <= stg < len(models.STAGE_NAMES) else None
-        return models.RoundAndStage(round=rnd, stage=stg, stage_name=name, stage_count=self.stage_count,
+        return models.RoundAndStage(game=self.game, round=rnd, stage=stg,
+                                    stage_name=game_stage.stage_name(self.game, stg),
+                                    stage_names=list(game_stage.stage_names(self.game)), stage_count=self.stage_count,
                                     stage_deadline=self.stage_deadline if src == "dht" else None,
                                     source=src, chain_round=c.round if c else None,
-                                    chain_stage=c.stage if c else None, updated_at=self.updated_at)
+                                    chain_stage=game_stage.from_chain(self.game, c.stage) if c else None,
+                                    updated_at=self.updated_at)
+
+    @property
+    def stage_count(self) -> int:
+        return game_stage.stage_count(self.game)
 
     def _board_round_choice(self) -> int | None:
         cur = self.round if self.round is not None else (self.chain.round if self.chain else None)
@@ -260,13 +273,13 @@ class DashboardState:
 
     def _build_board(self, me: str | None) -> None:
         rnd = self._board_round_choice()
-        stages = self.rewards.get(rnd, {}) if rnd is not None else {}
+        by_stage = self.rewards.get(rnd, {}) if rnd is not None else {}
         ids = set(self.peers)
-        for by_peer in stages.values():
+        for by_peer in by_stage.values():
             ids.update(by_peer)
         rows = []
         for pid in ids:
-            per_stage = [stages.get(s, {}).get(pid) for s in range(self.stage_count)]
+            per_stage = [by_stage.get(s, {}).get(pid) for s in range(1, self.stage_count + 1)]
             total = sum(v for v in per_stage if v is not None)
             rows.append((total, pid, per_stage))
         rows.sort(key=lambda r: (-r[0], self.name(r[1]), r[1]))
@@ -363,7 +376,8 @@ class DashboardState:
         def build() -> bytes:
             items = sorted(self.gossip.values(), key=lambda g: (g.time, g.round, g.stage), reverse=True)[:limit]
             entries = [models.GossipEntry(peer_id=g.peer_id, name=self.name(g.peer_id), round=g.round, stage=g.stage,
-                                          kind=g.kind, question=g.question, answer=g.answer, time=g.time)
+                                          stage_name=game_stage.stage_name(self.game, g.stage), kind=g.kind,
+                                          question=g.question, answer=g.answer, time=g.time)
                        for g in items]
             return _dumps(models.Gossip(entries=entries, updated_at=self.updated_at))
 
@@ -387,7 +401,8 @@ class DashboardState:
                          total_rewards=c.total_rewards.get(pid) if c else None,
                          total_wins=c.total_wins.get(pid) if c else None,
                          pending_submissions=self.local.pending, failed_submissions=self.local.failed,
-                         evaluation=self._evaluation(pid), login_url=self.login_url, updated_at=self.updated_at)
+                         evaluation=self._evaluation(pid), sapo=self._sapo(pid), login_url=self.login_url,
+                         updated_at=self.updated_at)
 
     def _evaluation(self, peer_id: str) -> models.Evaluation | None:
         ev = self.evals.get(peer_id)
@@ -395,6 +410,13 @@ class DashboardState:
             return None
         return models.Evaluation(round=ev.round, accuracy=ev.accuracy, format_rate=ev.format_rate,
                                  problems=ev.problems, at=ev.at)
+
+    def _sapo(self, peer_id: str) -> models.SapoRound | None:
+        st = self.sapo.get(peer_id)
+        if st is None:
+            return None
+        return models.SapoRound(round=st.round, shared=st.shared, taken=st.taken, trained=st.trained,
+                                with_signal=st.with_signal, dropped=st.dropped, at=st.at)
 
     def health(self, dht_stale_after: float, chain_stale_after: float) -> tuple[bool, models.Health]:
         now = self._now()

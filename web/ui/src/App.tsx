@@ -6,7 +6,7 @@ import { NodeCard } from "./components/NodeCard";
 import { Panel } from "./components/Panel";
 import { RewardsChart } from "./components/RewardsChart";
 import { RoundCard } from "./components/RoundCard";
-import { ago, percent, shortId } from "./format";
+import { ago, percent, sapoSummary, shortId } from "./format";
 import { useLiveTick, useResource } from "./live";
 
 const LIVE_TEXT = { connecting: "connecting…", live: "live", polling: "polling" } as const;
@@ -73,7 +73,7 @@ export function App() {
           id="gossip"
           res={gossip}
           isEmpty={(d) => d.entries.length === 0}
-          empty={<>Quiet so far: answers and critiques show up here as peers publish them.</>}
+          empty={<>Quiet so far: answers and critiques (SAPO: rollouts) show up here as peers publish them.</>}
         >
           {(d) => <GossipFeed data={d} />}
         </Panel>
@@ -98,6 +98,11 @@ export function App() {
                         title={`held-out accuracy after round ${n.evaluation.round} (${n.evaluation.problems} problems)`}
                       >
                         {percent(n.evaluation.accuracy)}
+                      </span>
+                    )}
+                    {n.sapo && (
+                      <span className="badge sapo" title={`round ${n.sapo.round}: ${sapoSummary(n.sapo)}`}>
+                        took {n.sapo.taken}
                       </span>
                     )}
                     <span className="muted small seen">{ago(n.age_s)}</span>

@@ -1,9 +1,13 @@
 // Types of the dashboard API (mirrors web/api/models.py) and the small fetch helpers.
 
 export interface RoundAndStage {
+  game: "three-stage" | "sapo";
   round: number | null;
+  /** Counted from 1, as the swarm does (the contract's stage + 1). */
   stage: number | null;
   stage_name: string | null;
+  /** The game's stages in order, stage 1 first. */
+  stage_names: string[];
   stage_count: number;
   stage_deadline: number | null;
   source: "dht" | "chain" | "none";
@@ -66,6 +70,7 @@ export interface GossipEntry {
   name: string;
   round: number;
   stage: number;
+  stage_name: string | null;
   kind: string;
   question: string;
   answer: string;
@@ -85,6 +90,17 @@ export interface Evaluation {
   at: number;
 }
 
+/** SAPO game: what a node shared, took from peers and trained on in its latest round. */
+export interface SapoRound {
+  round: number;
+  shared: number;
+  taken: number;
+  trained: number;
+  with_signal: number;
+  dropped: number;
+  at: number;
+}
+
 export interface NodeInfo {
   peer_id: string;
   name: string;
@@ -92,6 +108,7 @@ export interface NodeInfo {
   age_s: number;
   is_me: boolean;
   evaluation?: Evaluation | null;
+  sapo?: SapoRound | null;
 }
 
 export interface Nodes {
@@ -115,6 +132,7 @@ export interface Me {
   pending_submissions: number | null;
   failed_submissions: number | null;
   evaluation?: Evaluation | null;
+  sapo?: SapoRound | null;
   login_url: string;
   updated_at: number | null;
 }

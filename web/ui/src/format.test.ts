@@ -31,9 +31,10 @@ describe("format", () => {
   it("shortens long IDs and names stages", () => {
     expect(shortId("QmAAAAAAAAAAAAAAAAAAAAAAAAAZZZZZZ", 4)).toBe("QmAA…ZZZZ");
     expect(shortId("short")).toBe("short");
-    expect(stageLabel(0)).toBe("answer");
-    expect(stageLabel(2)).toBe("decide");
+    expect(stageLabel(1, "answer")).toBe("answer");
+    expect(stageLabel(3, "decide")).toBe("decide");
     expect(stageLabel(5)).toBe("stage 5");
+    expect(stageLabel(null)).toBe("–");
   });
   it("picks round chart ticks that cover the data", () => {
     const t = niceTicks(0, 2.6);

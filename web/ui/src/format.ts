@@ -30,11 +30,20 @@ export function shortId(id: string, keep = 6): string {
   return id.length <= keep * 2 + 1 ? id : `${id.slice(0, keep)}…${id.slice(-keep)}`;
 }
 
-export const STAGES = ["answer", "critique", "decide"] as const;
-
-export function stageLabel(stage: number | null): string {
+/** A stage's label: its name when the API gave one, else "stage N" (stages count from 1). */
+export function stageLabel(stage: number | null, name?: string | null): string {
   if (stage === null) return "–";
-  return STAGES[stage] ?? `stage ${stage}`;
+  return name ?? `stage ${stage}`;
+}
+
+export const GAME_LABELS: Record<string, string> = {
+  "three-stage": "three-stage game",
+  sapo: "SAPO · one stage a round",
+};
+
+/** "shared 4 · took 3 · trained 7 (2 with signal)" for a SAPO node. */
+export function sapoSummary(s: { shared: number; taken: number; trained: number; with_signal: number }): string {
+  return `shared ${s.shared} · took ${s.taken} · trained ${s.trained} (${s.with_signal} with signal)`;
 }
 
 export function countdown(deadline: number | null, nowMs: number = Date.now()): string | null {

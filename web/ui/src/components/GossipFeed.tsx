@@ -1,4 +1,4 @@
-// Recent answers and critiques from the swarm, newest first.
+// Recent answers and critiques (SAPO: shared rollouts) from the swarm, newest first.
 import type { Gossip } from "../api";
 import { ago, since, stageLabel } from "../format";
 
@@ -12,7 +12,7 @@ export function GossipFeed({ data }: { data: Gossip }) {
             <span className="name">{g.name}</span>
             <span className={`kind ${g.kind}`}>{g.kind}</span>
             <span className="muted small">
-              r{g.round} · {stageLabel(g.stage)} · {ago(since(g.time, now))}
+              r{g.round} · {stageLabel(g.stage, g.stage_name)} · {ago(since(g.time, now))}
             </span>
           </div>
           <p className="question">{g.question}</p>

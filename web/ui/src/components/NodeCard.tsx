@@ -1,6 +1,6 @@
 // "Your node": the trainer on this machine (identity, wallet, standing, pending submissions).
 import type { Me } from "../api";
-import { ago, percent, points, shortId, since } from "../format";
+import { ago, percent, points, sapoSummary, shortId, since } from "../format";
 
 export function NodeCard({ me }: { me: Me }) {
   if (!me.known) {
@@ -34,6 +34,17 @@ export function NodeCard({ me }: { me: Me }) {
         <span className="muted">not evaluated yet</span>
       ),
     ],
+    ...(me.sapo
+      ? ([
+          [
+            "SAPO round",
+            <span data-testid="sapo-stats" title={`${me.sapo.dropped} bad peer record(s) dropped so far`}>
+              {sapoSummary(me.sapo)}
+              <span className="muted small"> in round {me.sapo.round}</span>
+            </span>,
+          ],
+        ] as [string, React.ReactNode][])
+      : []),
     [
       "Pending submissions",
       me.pending_submissions === null ? (

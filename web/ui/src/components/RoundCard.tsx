@@ -1,18 +1,19 @@
-// Current round and stage, with a three-step progress indicator and the stage countdown.
+// Current round and stage, with a progress indicator over the game's stages and the stage countdown.
 import { useEffect, useState } from "react";
 import type { RoundAndStage } from "../api";
-import { countdown, STAGES } from "../format";
+import { countdown, GAME_LABELS } from "../format";
 
-export function StageProgress({ stage, count }: { stage: number | null; count: number }) {
-  const steps = Array.from({ length: Math.max(count, STAGES.length) }, (_, i) => STAGES[i] ?? `stage ${i}`);
+/** `stage` counts from 1, as the API does; `names` are the game's stages, stage 1 first. */
+export function StageProgress({ stage, names }: { stage: number | null; names: string[] }) {
   return (
     <ol className="stages" aria-label="stage progress">
-      {steps.map((name, i) => {
-        const state = stage === null ? "todo" : i < stage ? "done" : i === stage ? "now" : "todo";
+      {names.map((name, i) => {
+        const n = i + 1;
+        const state = stage === null ? "todo" : n < stage ? "done" : n === stage ? "now" : "todo";
         return (
           <li key={name} className={`step ${state}`} aria-current={state === "now" ? "step" : undefined}>
             <span className="dot" aria-hidden="true">
-              {state === "done" ? "✓" : i + 1}
+              {state === "done" ? "✓" : n}
             </span>
             <span className="label">{name}</span>
           </li>
@@ -40,15 +41,21 @@ export function RoundCard({ data }: { data: RoundAndStage }) {
       <div className="round-number">
         <span className="muted">Round</span>
         <strong data-testid="round-number">{data.round}</strong>
+        <span className="badge game" data-testid="game">
+          {GAME_LABELS[data.game] ?? data.game}
+        </span>
       </div>
-      <StageProgress stage={data.stage} count={data.stage_count} />
+      <StageProgress stage={data.stage} names={data.stage_names} />
       <p className="muted small">
-        Stage <strong>{data.stage_name ?? data.stage}</strong>
+        Stage <strong data-testid="stage-name">{data.stage_name ?? data.stage}</strong>
         {left && <> · {left}</>} · from the {data.source === "dht" ? "swarm" : "chain"}
         {mismatch && (
           <>
             {" "}
             · chain says round {data.chain_round}, stage {data.chain_stage}
+            {data.chain_stage !== null && data.stage_names[data.chain_stage - 1]
+              ? ` (${data.stage_names[data.chain_stage - 1]})`
+              : ""}
           </>
         )}
       </p>

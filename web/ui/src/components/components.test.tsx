@@ -24,7 +24,22 @@ describe("RoundCard", () => {
   });
   it("says when the chain disagrees with the swarm", () => {
     render(<RoundCard data={{ ...round, chain_round: 6, chain_stage: 2 }} />);
-    expect(screen.getByText(/chain says round 6, stage 2/)).toBeTruthy();
+    expect(screen.getByText(/chain says round 6, stage 2 \(critique\)/)).toBeTruthy();
+  });
+  it("agrees with the chain when both name the same stage", () => {
+    render(<RoundCard data={round} />);
+    expect(screen.queryByText(/chain says/)).toBeNull();
+    expect(screen.getByTestId("stage-name").textContent).toBe("critique");
+    expect(screen.getByTestId("game").textContent).toBe("three-stage game");
+  });
+  it("shows a SAPO round as its one stage", () => {
+    const sapo = { ...round, game: "sapo" as const, stage: 1, stage_name: "rollouts", stage_names: ["rollouts"],
+      stage_count: 1, chain_stage: 1 };
+    const { container } = render(<RoundCard data={sapo} />);
+    expect([...container.querySelectorAll(".step")].map((li) => li.textContent)).toEqual(["1rollouts"]);
+    expect(container.querySelector('[aria-current="step"]')?.textContent).toContain("rollouts");
+    expect(screen.getByTestId("game").textContent).toMatch(/SAPO/);
+    expect(screen.queryByText(/chain says/)).toBeNull();
   });
 });
 
@@ -84,6 +99,13 @@ describe("NodeCard", () => {
     rerender(<NodeCard me={{ ...me, evaluation: null }} />);
     expect(screen.getByText("not evaluated yet")).toBeTruthy();
   });
+  it("shows what a SAPO node shared, took and trained on, and nothing for the three-stage game", () => {
+    const sapo = { round: 12, shared: 4, taken: 3, trained: 7, with_signal: 2, dropped: 1, at: 1_700_000_000 };
+    const { rerender } = render(<NodeCard me={{ ...me, sapo }} />);
+    expect(screen.getByTestId("sapo-stats").textContent).toBe("shared 4 · took 3 · trained 7 (2 with signal) in round 12");
+    rerender(<NodeCard me={me} />);
+    expect(screen.queryByTestId("sapo-stats")).toBeNull();
+  });
 });
 
 describe("GossipFeed", () => {
@@ -91,6 +113,7 @@ describe("GossipFeed", () => {
     render(<GossipFeed data={gossip} />);
     expect(screen.getByText("quick-amber-otter")).toBeTruthy();
     expect(screen.getByText("What is 2+3?")).toBeTruthy();
+    expect(screen.getByText(/r7 · answer/)).toBeTruthy();
   });
 });
 

@@ -5,8 +5,8 @@ export const ME_ID = "QmMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe";
 export const OTHER_ID = "QmOtherOtherOtherOtherOtherOtherOtherOther1234";
 
 export const round: RoundAndStage = {
-  round: 7, stage: 1, stage_name: "critique", stage_count: 3, stage_deadline: null, source: "dht",
-  chain_round: 7, chain_stage: 1, updated_at: 1_700_000_000,
+  game: "three-stage", round: 7, stage: 2, stage_name: "critique", stage_names: ["answer", "critique", "decide"],
+  stage_count: 3, stage_deadline: null, source: "dht", chain_round: 7, chain_stage: 2, updated_at: 1_700_000_000,
 };
 
 export const board: Leaderboard = {
@@ -27,7 +27,7 @@ export const history: RewardsHistory = {
 
 export const gossip: Gossip = {
   updated_at: 1_700_000_000,
-  entries: [{ peer_id: OTHER_ID, name: "quick-amber-otter", round: 7, stage: 0, kind: "answer", question: "What is 2+3?", answer: "5", time: 1_700_000_000 }],
+  entries: [{ peer_id: OTHER_ID, name: "quick-amber-otter", round: 7, stage: 1, stage_name: "answer", kind: "answer", question: "What is 2+3?", answer: "5", time: 1_700_000_000 }],
 };
 
 export const nodes: Nodes = {
