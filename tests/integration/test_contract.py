@@ -207,6 +207,10 @@ def test_submit_reward_rules_and_totals(deployed_contract: DeployedContract) -> 
     assert a.round_stage_rewards(0, 2, [ADDR[1], ADDR[2], ADDR[3]]) == [-400, 7, 0]
     assert a.reward_on_chain(0, 2, pa) and not a.reward_on_chain(0, 1, pa)
     assert not b.reward_on_chain(0, 2, pa), "a reward of someone else's peer is never 'ours'"
+    from hivemind_exp.chain.client import ChainReader
+
+    reader = ChainReader(deployed_contract.rpc_url, deployed_contract.address)
+    assert reader.reward_on_chain(0, 2, pa) and not reader.reward_on_chain(0, 1, pa), "a reader sees anyone's"
     _, contract = deployed_contract.web3_contract()
     assert contract.functions.hasSubmittedRoundStageReward(1, 0, ADDR[1]).call()
     assert not contract.functions.hasSubmittedRoundStageReward(1, 0, ADDR[2]).call()
