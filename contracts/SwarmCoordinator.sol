@@ -609,11 +609,14 @@ contract SwarmCoordinator {
         uint256 l1;
         uint256 l2;
         for (uint256 i = 0; i < s.length; i++) {
-            uint256 t = l0 * 58 + _base58Digit(uint8(s[i]));
-            l0 = t & mask;
-            t = l1 * 58 + (t >> 128);
-            l1 = t & mask;
-            l2 = l2 * 58 + (t >> 128);
+            // Limbs stay below 2^128 (l2 below 2^16), so x58 plus carry cannot overflow.
+            unchecked {
+                uint256 t = l0 * 58 + _base58Digit(uint8(s[i]));
+                l0 = t & mask;
+                t = l1 * 58 + (t >> 128);
+                l1 = t & mask;
+                l2 = l2 * 58 + (t >> 128);
+            }
             if (l2 > 0xffff) revert InvalidPeerProof(); // longer than a sha2-256 multihash
         }
         if (l2 != 0x1220 || uint8(s[0]) == 0x31) revert InvalidPeerProof();
