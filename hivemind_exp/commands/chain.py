@@ -9,6 +9,8 @@ anvil cleanly (it writes its state file, when one is set).
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 import signal
 import sys
 import threading
@@ -25,8 +27,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, LocalChainSettings)
 
 
+# Set by Compose to the host address the chain port is published on (the container itself
+# must listen on 0.0.0.0, so its own bind says nothing about who can reach it).
+PUBLISHED_BIND_ENV = "CHAIN_PUBLISHED_BIND"
+
+
+def _is_loopback(host: str) -> bool:
+    h = host.strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(anvil_host: str, published_bind: str | None) -> str | None:
+    """A warning when the dev chain (anvil's well-known, funded dev keys) is reachable beyond loopback."""
+    where = published_bind if published_bind else anvil_host
+    what = f"published on {where} ({PUBLISHED_BIND_ENV})" if published_bind else f"listening on {where}"
+    if _is_loopback(where):
+        return None
+    return (f"WARNING: the local dev chain is {what}: anyone who can reach it can use anvil's public dev keys "
+            "(funded accounts, the contract's admin roles). Keep it on 127.0.0.1 (RLSWARM_CHAIN_BIND in Compose, "
+            "--anvil-host locally) unless that network is yours alone.")
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(LocalChainSettings, **overrides_from_args(args, LocalChainSettings))
+    warning = exposure_warning(settings.anvil_host, os.environ.get(PUBLISHED_BIND_ENV) or None)
+    if warning:
+        print(f"rl-swarm chain: {warning}", file=sys.stderr, flush=True)
     from hivemind_exp.chain.anvil import AnvilError, AnvilProcess
     from hivemind_exp.chain.deploy import deploy_contract
     from hivemind_exp.chain.errors import ChainError

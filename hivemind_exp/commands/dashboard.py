@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"dashboard on http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.port}",
           file=sys.stderr)
     # log_config=None keeps the service's own logging set-up (LOG_LEVEL) for uvicorn too.
+    # Forwarding headers only from configured proxies: from anyone else they would let a client
+    # pick its own address and dodge the per-client live-stream cap.
+    proxies = list(settings.forwarded_allow_ips)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
     return 0

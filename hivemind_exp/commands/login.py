@@ -5,8 +5,10 @@
 
 The password is read with getpass (twice for --new), or from stdin with --password-stdin
 (for scripts). On success the service has created the wallet; this command writes
-userData.json and the apiKey file (both 0600) where the trainer reads them, and prints
-the org id and wallet address. The key itself is not printed unless --print-key is given.
+userData.json and the apiKey file (both 0600, atomic) on this machine, and prints the org
+id and wallet address; start the trainer with RLSWARM_ORG_ID and RLSWARM_API_KEY from them
+(the login service itself keeps only the key's hash). The key itself is not printed unless
+--print-key is given.
 """
 
 from __future__ import annotations

@@ -86,11 +86,16 @@ def run(args: argparse.Namespace) -> int:
     except KeystoreError as e:
         sock.close()
         raise SystemExit(f"rl-swarm login-server: {e}") from None
-    print(f"login service ready: {settings.url()}/  (data in {settings.data_dir}, chain {settings.rpc_url})",
+    from modal_login.logs import redact_url
+
+    print(f"login service ready: {settings.url()}/  (data in {settings.data_dir}, chain {redact_url(settings.rpc_url)})",
           file=sys.stderr, flush=True)
-    # access_log off: the app logs each request itself as a structured event.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=True,
-                            forwarded_allow_ips="127.0.0.1", timeout_graceful_shutdown=5)
+    # access_log off: the app logs each request itself as a structured event. Forwarding headers
+    # are believed only from the configured proxies (default none): from anyone else they would
+    # let a client pick its own IP and dodge the per-IP sign-in limit.
+    proxies = list(settings.forwarded_allow_ips)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=bool(proxies),
+                            forwarded_allow_ips=proxies or None, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

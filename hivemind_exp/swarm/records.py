@@ -37,11 +37,27 @@ QHashStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Round = Annotated[int, Field(ge=0, le=2**53)]
 Stage = Annotated[int, Field(ge=0, le=63)]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 UnixTime = Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False)]
-MetaValue = Union[str, int, float, bool, None]
+
+# Every number a stranger can put in a record has a finite, documented range, so no record can
+# rank first by an absurd value (1.7e308) or break JSON (inf/nan serialise as null).
+REWARD_LIMIT = 100.0  # |reward| in points; the rubrics' weighted sums stay far below it
+Reward = Annotated[float, Field(ge=-REWARD_LIMIT, le=REWARD_LIMIT, allow_inf_nan=False)]
+META_INT_LIMIT = 2**53  # exact in a float / JavaScript number
+META_FLOAT_LIMIT = 1e15
+MetaValue = Union[
+    Annotated[str, Field(max_length=1024)],
+    Annotated[int, Field(ge=-META_INT_LIMIT, le=META_INT_LIMIT)],
+    Annotated[float, Field(ge=-META_FLOAT_LIMIT, le=META_FLOAT_LIMIT, allow_inf_nan=False)],
+    bool,
+    None,
+]
+# Most records one owner may keep under one DHT key (questions of a round, SAPO groups); kinds
+# with a fixed subkey tag (reward, winners, round state, heartbeat, chunk index) allow one per tag.
+MAX_SUBKEYS_PER_OWNER = 256
 
 MAX_CHUNKS = 4096
+MAX_CHUNK_BYTES = 64 * 1024
 MAX_WINNERS = 256
 # Room the wire envelope of a chunk needs around its data (kind, peer ID, hash, indices).
 CHUNK_ENVELOPE_BYTES = 320
@@ -57,9 +73,9 @@ class _Strict(BaseModel):
 class OutputRecord(_Strict):
     """One peer's output for one question in one stage."""
 
-    completion: str = Field(description="the model's full completion text")
+    completion: str = Field(description="the model's full completion text (bounded by dht_max_payload_bytes)")
     final_answer: str | None = Field(None, max_length=1024, description="the answer parsed from the completion")
-    reward: FiniteFloat | None = Field(None, description="the peer's own reward for this completion")
+    reward: Reward | None = Field(None, description=f"the peer's own reward for this completion (|r| <= {REWARD_LIMIT})")
     meta: dict[Annotated[str, Field(max_length=64)], MetaValue] = Field(
         default_factory=dict, max_length=32, description="small extra fields (e.g. the critique's pick)")
 
@@ -158,7 +174,7 @@ class RewardWire(_Wire):
     kind: Literal["reward"] = "reward"
     round: Round
     stage: Stage
-    reward: FiniteFloat
+    reward: Reward
 
 
 class WinnersWire(_Wire):
@@ -192,7 +208,7 @@ class RolloutsWire(_Wire):
 class ManifestWire(_Wire):
     kind: Literal["manifest"] = "manifest"
     sha256: Sha256Hex
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=MAX_CHUNKS * MAX_CHUNK_BYTES)
     n_chunks: int = Field(ge=1, le=MAX_CHUNKS)
 
 
@@ -201,7 +217,7 @@ class ChunkWire(_Wire):
     sha256: Sha256Hex
     index: int = Field(ge=0, lt=MAX_CHUNKS)
     n_chunks: int = Field(ge=1, le=MAX_CHUNKS)
-    data: bytes = Field(min_length=1, max_length=64 * 1024)
+    data: bytes = Field(min_length=1, max_length=MAX_CHUNK_BYTES)
 
 
 WireRecord = Annotated[
@@ -211,6 +227,30 @@ WireRecord = Annotated[
 _WIRE = TypeAdapter(WireRecord)
 # Records a manifest may stand for (never another manifest, never a chunk).
 _INNER_KINDS = ("output", "reward", "winners", "round_state", "peer", "rollouts")
+
+
+# Subkey tag a record of each kind must sit under; None: the kind's own field below decides.
+_FIXED_TAG_KINDS = ("reward", "winners", "round_state", "peer")
+
+
+def check_tag(record: "_Wire", tag: str) -> None:
+    """The subkey tag must be the one the record's kind is written under (`RecordRejected` if not).
+
+    With it, an owner holds one reward / winners / round-state / heartbeat record per key, one
+    chunk per index, and one output or group per question: anything else is padding."""
+    kind = getattr(record, "kind", "")
+    if kind in _FIXED_TAG_KINDS:
+        want: str | None = ""
+    elif isinstance(record, OutputWire):
+        want = record.qhash
+    elif isinstance(record, RolloutsWire):
+        want = record.key
+    elif isinstance(record, ChunkWire):
+        want = str(record.index)
+    else:
+        want = None  # a manifest stands in for an output or group under that record's tag
+    if want is not None and tag != want:
+        raise RecordRejected("wrong_tag", f"a {kind} record under subkey tag {tag!r}")
 
 
 class RecordRejected(ValueError):

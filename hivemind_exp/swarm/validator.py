@@ -12,7 +12,11 @@ appended to the value) with what that class leaves open:
 - the value must decode to one of our strict wire schemas (hivemind's ``SchemaValidator``
   keys schemas by fixed key names, but our keys carry round/stage/peer, and the DHT only
   sees their hashes, so the record's kind travels in the value instead);
-- the writer named in the value must be the subkey's owner.
+- the writer named in the value must be the subkey's owner;
+- the subkey tag must be the one the record's kind is written under (`records.check_tag`):
+  one reward / heartbeat / winners / round-state record per owner and key;
+- one owner holds at most `MAX_SUBKEYS_PER_OWNER` distinct subkeys under one key (outputs,
+  groups): counted in a bounded table, so a publisher cannot pad a key with records.
 
 Failures are counted by reason; the transport reads the counts with `read_counts`.
 
@@ -23,9 +27,10 @@ payload never crosses the parent-to-DHT pipe (see hivemind_transport for why).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 
 import msgpack
 from hivemind.dht.crypto import RSASignatureValidator
@@ -35,18 +40,48 @@ from hivemind.utils.crypto import RSAPrivateKey
 from hivemind.utils.serializer import MSGPackSerializer
 
 from hivemind_exp.swarm.keys import parse_subkey
-from hivemind_exp.swarm.records import RecordRejected, decode_wire
+from hivemind_exp.swarm.records import MAX_SUBKEYS_PER_OWNER, RecordRejected, check_tag, decode_wire
 from hivemind_exp.swarm.settings import PROTOCOL_MAX_RECORD_BYTES, SIGNATURE_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)
 
 
-class SwarmRecordValidator(RSASignatureValidator):
-    """Signature + size + schema + owner checks for every swarm record, with drop counts."""
+# (key, owner) pairs whose subkeys are counted; the least recently used pair is forgotten first.
+MAX_TRACKED_OWNER_KEYS = 4096
 
-    def __init__(self, private_key: RSAPrivateKey):
+
+class OwnerSubkeyCap:
+    """Distinct subkeys per (key, owner), at most `limit` each; memory bounded by `max_tracked` pairs."""
+
+    def __init__(self, limit: int = MAX_SUBKEYS_PER_OWNER, max_tracked: int = MAX_TRACKED_OWNER_KEYS):
+        self.limit = limit
+        self.max_tracked = max_tracked
+        self._seen: OrderedDict[tuple[bytes, str], set[bytes]] = OrderedDict()
+
+    def admit(self, key: bytes, owner: str, subkey: bytes) -> bool:
+        pair = (key, owner)
+        digest = hashlib.blake2b(subkey, digest_size=8).digest()
+        subkeys = self._seen.get(pair)
+        if subkeys is None:
+            subkeys = self._seen[pair] = set()
+            while len(self._seen) > self.max_tracked:
+                self._seen.popitem(last=False)
+        self._seen.move_to_end(pair)
+        if digest in subkeys:
+            return True  # a re-store or a lookup of a record already counted
+        if len(subkeys) >= self.limit:
+            return False
+        subkeys.add(digest)
+        return True
+
+
+class SwarmRecordValidator(RSASignatureValidator):
+    """Signature + size + schema + owner + tag checks and the per-owner subkey cap, with drop counts."""
+
+    def __init__(self, private_key: RSAPrivateKey, max_subkeys_per_owner: int = MAX_SUBKEYS_PER_OWNER):
         super().__init__(private_key)
         self.counts: Counter[str] = Counter()
+        self.cap = OwnerSubkeyCap(max_subkeys_per_owner)
 
     def _drop(self, reason: str, detail: str) -> bool:
         self.counts[reason] += 1
@@ -60,13 +95,17 @@ class SwarmRecordValidator(RSASignatureValidator):
             if record.subkey in (DHTProtocol.IS_REGULAR_VALUE, DHTProtocol.IS_DICTIONARY):
                 return self._drop("unsigned", "record has no owner subkey")
             try:
-                owner = parse_subkey(MSGPackSerializer.loads(record.subkey)).owner_peer_id
+                parsed = parse_subkey(MSGPackSerializer.loads(record.subkey))
             except Exception as exc:  # garbage subkeys raise many msgpack / ValueError types
                 return self._drop("unsigned", f"subkey is not <tag>[owner:KEY]: {exc}")
+            owner = parsed.owner_peer_id
             if not super().validate(record):
                 return self._drop("bad_signature", "signature does not match the owner key")
             inner = MSGPackSerializer.loads(self.strip_value(record))
-            decode_wire(inner, max_bytes=PROTOCOL_MAX_RECORD_BYTES - SIGNATURE_OVERHEAD_BYTES, owner_peer_id=owner)
+            wire = decode_wire(inner, max_bytes=PROTOCOL_MAX_RECORD_BYTES - SIGNATURE_OVERHEAD_BYTES, owner_peer_id=owner)
+            check_tag(wire, parsed.tag)
+            if not self.cap.admit(bytes(record.key), owner, bytes(record.subkey)):
+                return self._drop("owner_cap", f"{owner} already holds {self.cap.limit} records under this key")
             return True
         except RecordRejected as exc:
             return self._drop(exc.reason, exc.detail)

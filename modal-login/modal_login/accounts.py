@@ -7,7 +7,8 @@ Errors are `ServiceError(status, error, detail)`, turned into JSON or page messa
 from __future__ import annotations
 
 import logging
-import os
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,14 @@ from typing import Any
 from hivemind_exp.login_client import write_private_json
 
 from . import keystore, security
+from .chainpool import ChainPool, ChainProbe
 from .logs import event
 from .settings import LoginSettings
 from .storage import EmailTaken, Storage, User, Wallet
+
+
+# Longest a sign-in waits for the new wallet's gas money (local chain) before answering unfunded.
+FUND_WAIT_S = 3.0
 
 
 class ServiceError(Exception):
@@ -50,6 +56,10 @@ class LoginService:
         self.csrf_key = keystore.derive(self.secret, "csrf")
         self.storage = Storage(settings.db_path)
         self.relay = Relay(settings)
+        self.chain = ChainPool(settings.chain_workers)
+        self._funding: set[str] = set()  # wallets with a funding transaction under way
+        self._funding_lock = threading.Lock()
+        self.probe = ChainProbe(self.relay.chain_id_or_none, self.storage.ping, settings.health_interval_s)
 
     # -- paths ---------------------------------------------------------------------
     @property
@@ -57,10 +67,15 @@ class LoginService:
         assert self.settings.user_data_path is not None
         return self.settings.user_data_path
 
-    @property
-    def api_key_path(self) -> Path:
-        assert self.settings.api_key_path is not None
-        return self.settings.api_key_path
+    def is_owner(self, user: User) -> bool:
+        """Whether `user` is the machine owner, whose identity the trainer's userData.json holds.
+
+        An explicit owner_email decides; otherwise the first account to sign in claims it for
+        good, so a later sign-up (e.g. from a page that reached the service) cannot take it over.
+        """
+        if self.settings.owner_email:
+            return user.email == self.settings.owner_email
+        return self.storage.claim_owner(user.id) == user.id
 
     # -- accounts ------------------------------------------------------------------
     def sign_up(self, email: str, password: str) -> User:
@@ -76,17 +91,25 @@ class LoginService:
         return user
 
     def sign_in(self, email: str, password: str) -> SignedIn:
-        user = self.storage.user_by_email(security.normalize_email(email))
+        return self.start_session(self.check_credentials(email, password))
+
+    def check_credentials(self, email: str, password: str) -> User:
+        email = security.normalize_email(email)
+        # No account can have such an email or password; refuse before SQLite/argon2 choke on it.
+        if security.has_lone_surrogate(email) or security.has_lone_surrogate(password):
+            raise ServiceError(400, "InvalidCredentials", "email or password contains invalid Unicode (a lone surrogate)")
+        user = self.storage.user_by_email(email)
         if not security.verify_password(user.password_hash if user else None, password) or user is None:
             event("sign_in", logging.WARNING, outcome="rejected")
             raise ServiceError(401, "InvalidCredentials", "wrong email or password (new here? sign up first)")
-        return self.start_session(user)
+        return user
 
     def start_session(self, user: User) -> SignedIn:
         """After the password checked out (or the account was just created): wallet, gas, userData.json, session."""
         wallet = self.ensure_wallet(user)
         funded = self.try_fund(user, wallet)
-        self.write_user_data(user, wallet)
+        if self.is_owner(user):
+            self.write_user_data(user, wallet)
         token = security.new_token()
         self.storage.add_session(security.token_hash(token), user.id, self.settings.session_ttl_s)
         event("sign_in", user_id=user.id, org_id=user.org_id, address=wallet.address, funded=funded)
@@ -115,20 +138,48 @@ class LoginService:
         return wallet
 
     def try_fund(self, user: User, wallet: Wallet) -> bool:
-        """On the local chain send the new wallet gas money once; elsewhere the user funds it. Never raises."""
+        """On the local chain send the new wallet gas money once; elsewhere the user funds it. Never raises.
+
+        Waits at most FUND_WAIT_S: a slow chain finishes the funding in the background instead
+        of holding the sign-in (and a request thread) for the whole chain timeout.
+        """
         if wallet.funded:
             return True
+        if self.probe.chain_down():
+            return False  # the probe just failed to reach it: do not make the sign-in wait on it
+        from .relay import ChainUnavailable
+
+        with self._funding_lock:
+            if wallet.address in self._funding:
+                return False
+            self._funding.add(wallet.address)
+        try:
+            future = self.chain.submit(self._fund_job, user.id, wallet.address)
+        except ChainUnavailable as e:
+            with self._funding_lock:
+                self._funding.discard(wallet.address)
+            event("fund_deferred", logging.WARNING, address=wallet.address, detail=str(e))
+            return False
+        try:
+            return future.result(timeout=FUND_WAIT_S)
+        except FutureTimeout:
+            return False
+
+    def _fund_job(self, user_id: str, address: str) -> bool:
         from .relay import ChainUnavailable
 
         try:
             if not self.relay.is_local_chain():
                 return False
-            tx = self.relay.fund(wallet.address, self.settings.fund_wei)
+            tx = self.relay.fund(address, self.settings.fund_wei)
         except ChainUnavailable as e:
-            event("fund_deferred", logging.WARNING, address=wallet.address, detail=str(e))
+            event("fund_deferred", logging.WARNING, address=address, detail=str(e))
             return False
-        self.storage.mark_funded(user.id)
-        event("wallet_funded", address=wallet.address, tx_hash=tx, wei=self.settings.fund_wei)
+        finally:
+            with self._funding_lock:
+                self._funding.discard(address)
+        self.storage.mark_funded(user_id)
+        event("wallet_funded", address=address, tx_hash=tx, wei=self.settings.fund_wei)
         return True
 
     def user_data(self, user: User, wallet: Wallet) -> dict[str, str]:
@@ -139,30 +190,26 @@ class LoginService:
 
     # -- API keys ------------------------------------------------------------------
     def key_status(self, org_id: str) -> str:
-        if self.storage.user_by_org(org_id) is None:
-            raise ServiceError(404, "UnknownOrg", f"no account has orgId {org_id!r}: sign in on the login page to get one (see userData.json)")
+        # An unknown org reads as "pending" like a known one without a key: anonymous callers
+        # must not learn which org IDs exist.
         return self.storage.key_status(org_id)
 
     def activate_key(self, user: User) -> str:
-        """New key for the user's org (any earlier one stops working); written to the apiKey file for the trainer."""
+        """New key for the user's org (any earlier one stops working), returned once and never stored.
+
+        Only its hash is kept: the trainer gets the key from its settings (RLSWARM_API_KEY, or the
+        file `rl-swarm login` writes on the user's side), not from a shared file of this service.
+        """
         wallet = self.ensure_wallet(user)
         key = security.new_api_key()
         self.storage.activate_key(user.org_id, security.token_hash(key))
-        write_private_json(self.api_key_path, {"orgId": user.org_id, "apiKey": key})
-        # The trainer reads the org from userData.json: keep it pointing at the user who holds the key.
-        self.write_user_data(user, wallet)
-        event("api_key_activated", org_id=user.org_id, key_file=str(self.api_key_path))
+        if self.is_owner(user):
+            self.write_user_data(user, wallet)
+        event("api_key_activated", org_id=user.org_id)
         return key
 
     def revoke_key(self, user: User) -> None:
         n = self.storage.revoke_keys(user.org_id)
-        try:
-            from hivemind_exp.login_client import read_api_key
-
-            if read_api_key(self.api_key_path).org_id == user.org_id:
-                os.unlink(self.api_key_path)
-        except (FileNotFoundError, ValueError):
-            pass
         event("api_key_revoked", org_id=user.org_id, keys=n)
 
     def org_for_key(self, api_key: str | None) -> str:
@@ -170,7 +217,7 @@ class LoginService:
         url = self.settings.url()
         if not api_key:
             raise ServiceError(401, "MissingApiKey", "send the trainer's API key as `Authorization: Bearer <key>` "
-                               f"(activate it at {url}/ or with `rl-swarm login`; the service writes it to its apiKey file)",
+                               f"(activate it at {url}/ or with `rl-swarm login`)",
                                {"WWW-Authenticate": "Bearer"})
         found = self.storage.key_lookup(security.token_hash(api_key)) if len(api_key) <= 200 else None
         if found is None:
@@ -200,12 +247,15 @@ class LoginService:
         return keystore.unlock(self.secret, user.id, wallet.keystore)
 
     def peer_ids(self, user: User) -> list[str] | None:
+        """Peer ids of the user's wallet; None when the chain is down, slow or busy (the page still renders)."""
         from .relay import ChainUnavailable
 
         wallet = self.storage.wallet(user.id)
         if wallet is None:
             return []
+        if self.probe.chain_down():
+            return None
         try:
-            return self.relay.peer_ids(wallet.address)
+            return self.chain.call(self.relay.peer_ids, wallet.address)
         except ChainUnavailable:
             return None

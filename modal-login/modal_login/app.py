@@ -1,8 +1,9 @@
 """`create_app(settings) -> FastAPI`: the login page, the JSON API and their guards.
 
-Guards, outermost first: request logging, CORS (the dashboard's origins only), body
-size limit (413, FastAPI's `max_body_size`), Origin check on unsafe methods, then per
-route: CSRF (forms: hidden field; JSON: X-CSRF-Token header), rate limits (sign-in per
+Guards, outermost first: a catch-all that turns any crash into a plain 500 (no
+traceback, so no request data, reaches the log), request logging, the Host allowlist
+(421: a DNS-rebinding page arrives with its own host name), CORS (the dashboard's origins
+only), body size limit (413), Origin check on unsafe methods, then per route: CSRF (forms: hidden field; JSON: X-CSRF-Token header), rate limits (sign-in per
 client IP, writes per org), API-key auth for the trainer's writes.
 
 Cookies are HttpOnly and SameSite=Strict; Secure when the request came over https (or
@@ -13,13 +14,17 @@ browser will not send a Secure cookie over http, so local sign-in would be impos
 # No `from __future__ import annotations` here: FastAPI must resolve the Annotated
 # dependency aliases defined inside create_app, which string annotations would hide.
 
+import asyncio
 import logging
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,9 +34,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schemas, security
 from .accounts import LoginService, ServiceError
+from .chainpool import ChainBusy
 from .logs import event, redact
 from .ratelimit import TokenBucket
-from .relay import ChainUnavailable, ContractRejected
+from .relay import ChainUnavailable, ContractRejected, TxOutcome
 from .settings import LoginSettings
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +67,55 @@ SESSION_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def host_name(host_header: str) -> str:
+    """`Host` without its port, lower-cased: "[::1]:3000" -> "[::1]", "Localhost:3000" -> "localhost"."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[: end + 1] if end > 0 else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """Where and what, never the submitted value (it may be a password)."""
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts) or "the request did not validate"
+
+
+class CatchAll:
+    """Any exception becomes a JSON 500 here, logged by type only.
+
+    Starlette re-raises after its own 500 handler so the server logs the traceback, and a
+    traceback can quote request data (a password). Nothing escapes this wrapper.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            logging.getLogger("modal_login").error("unhandled %s on %s", type(exc).__name__, scope.get("path", "?"))
+            if not started:
+                await _error(500, "InternalError", f"{type(exc).__name__} in the login service; see its log")(scope, receive, send)
 
 
 class BodyLimit:
@@ -100,12 +155,21 @@ class BodyLimit:
 
 def create_app(settings: LoginSettings) -> FastAPI:
     svc = LoginService(settings)
+    allowed_hosts = set(settings.allowed_hosts)
     signin_bucket = TokenBucket(settings.signin_per_minute / 60.0, settings.signin_burst)
     write_bucket = TokenBucket(settings.writes_per_second, settings.writes_burst)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     bearer = HTTPBearer(auto_error=False, description="the trainer's API key (activate it on the login page or with `rl-swarm login`)")
 
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Any:
+        svc.probe.ensure_started()
+        yield
+        svc.probe.stop()
+        svc.chain.shutdown()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="RL Swarm login service",
         version="1.0.0",
         description="Wallets, the trainer's API key, and the SwarmCoordinator relay.",
@@ -172,6 +236,12 @@ def create_app(settings: LoginSettings) -> FastAPI:
     @app.middleware("http")
     async def guard_and_log(request: Request, call_next: Any) -> Response:
         start = time.perf_counter()
+        host = host_name(request.headers.get("host", ""))
+        if host not in allowed_hosts:
+            event("request", method=request.method, path=request.url.path, status=421, ip=client_ip(request), reason="host")
+            return _error(421, "MisdirectedRequest",
+                          "this service does not answer to that Host name; open it as http://127.0.0.1:<port>/ or "
+                          "add the name to RLSWARM_LOGIN_ALLOWED_HOSTS")
         origin = request.headers.get("origin")
         if request.method in UNSAFE and origin and origin != "null":
             host = request.headers.get("host", "")
@@ -196,6 +266,8 @@ def create_app(settings: LoginSettings) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
         max_age=600,
     )
+    # Added last = outermost of the app's own middleware.
+    app.add_middleware(CatchAll)
 
     # ---------------------------------------------------------- error handlers
     @app.exception_handler(ServiceError)
@@ -211,40 +283,52 @@ def create_app(settings: LoginSettings) -> FastAPI:
             detail = f"request body larger than {settings.max_body_bytes} bytes"
         return _error(exc.status_code, names.get(exc.status_code, "HTTPError"), detail, dict(exc.headers or {}))
 
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _error(422, "InvalidRequest", validation_detail(exc))
+
     @app.exception_handler(ChainUnavailable)
     async def on_chain_down(request: Request, exc: ChainUnavailable) -> Response:
+        # The log gets the cause (URL reduced to scheme://host); the body names neither URL nor cause.
         event("chain_unavailable", logging.WARNING, path=request.url.path, detail=str(exc))
-        return _error(503, "ChainUnavailable",
-                      f"the chain at {settings.rpc_url} did not answer ({redact(str(exc))}); retry in {settings.retry_after_s} s",
+        svc.probe.poke()
+        what = "the chain is slow: too many calls are waiting for it" if isinstance(exc, ChainBusy) else "the chain did not answer"
+        return _error(503, "ChainUnavailable", f"{what}; retry in {settings.retry_after_s} s",
                       {"Retry-After": str(settings.retry_after_s)})
 
     @app.exception_handler(ContractRejected)
     async def on_rejected(request: Request, exc: ContractRejected) -> Response:
         event("contract_rejected", logging.INFO, path=request.url.path, error=exc.name, status=exc.status)
         headers = {"Retry-After": str(settings.retry_after_s)} if exc.status == 503 else None
-        return _error(exc.status, exc.name, exc.detail, headers)
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        # Name the cause for the operator; the body carries only the exception type.
-        logging.getLogger("modal_login").error("unhandled %s on %s: %s", type(exc).__name__, request.url.path,
-                                               redact(str(exc)), exc_info=False)
-        return _error(500, "InternalError", f"{type(exc).__name__} in the login service; see its log")
+        return _error(exc.status, exc.name, redact(exc.detail), headers)
 
     # ---------------------------------------------------------------- health
-    def health() -> schemas.HealthResponse:
-        chain_id = svc.relay.chain_id_or_none()
-        svc.storage.ping()
-        return schemas.HealthResponse(status="ok", chain="ok" if chain_id is not None else "down", chainId=chain_id)
+    async def health() -> Response:
+        """From the background probe: no request ever waits on the chain (nor on a thread)."""
+        svc.probe.ensure_started()
+        deadline = time.monotonic() + 1.0
+        while svc.probe.latest is None and time.monotonic() < deadline:  # only right after start
+            await asyncio.sleep(0.05)
+        latest = svc.probe.latest
+        if latest is not None and not latest.storage_ok:
+            return _error(503, "StorageUnavailable", "the login database cannot be read; see the service log",
+                          {"Retry-After": str(settings.retry_after_s)})
+        chain_id = latest.chain_id if latest else None
+        body = schemas.HealthResponse(status="ok", chain="ok" if chain_id is not None else "down", chainId=chain_id)
+        return JSONResponse(body.model_dump())
 
-    app.get("/api/healthz", response_model=schemas.HealthResponse, tags=["health"])(health)
-    app.get("/health", response_model=schemas.HealthResponse, tags=["health"])(health)
+    health_responses: dict[int | str, dict[str, Any]] = {503: {"model": _E, "description": "the database cannot be read"}}
+    app.get("/api/healthz", response_model=schemas.HealthResponse, responses=health_responses, tags=["health"])(health)
+    app.get("/health", response_model=schemas.HealthResponse, responses=health_responses, tags=["health"])(health)
 
     # ------------------------------------------------------------------ page
     def render(request: Request, *, error: str | None = None, notice: str | None = None, status: int = 200,
                new_key: str | None = None, email: str | None = None) -> Response:
         found = session(request)
-        ctx: dict[str, Any] = {"error": error, "notice": notice, "chain_label": settings.rpc_url,
+        # Never the RPC URL: a provider key inside it would be shown to every visitor.
+        cid = svc.relay._chain_id
+        chain_label = "not reached yet" if cid is None else ("local (31337)" if cid == 31337 else f"chain id {cid}")
+        ctx: dict[str, Any] = {"error": error, "notice": notice, "chain_label": chain_label,
                                "min_password": settings.min_password_length}
         fresh_anon = None
         if found:
@@ -253,8 +337,8 @@ def create_app(settings: LoginSettings) -> FastAPI:
             ctx.update(user=user, address=wallet.address, funded=wallet.funded,
                        local_chain=svc.relay.is_local_chain_cached(), chain_known=svc.relay.chain_known(),
                        peer_ids=svc.peer_ids(user),
-                       key_status=svc.storage.key_status(user.org_id), new_key=new_key,
-                       key_path=str(settings.api_key_path), csrf_token=svc.session_csrf(token))
+                       key_status=svc.storage.key_status(user.org_id), new_key=new_key, org_id=user.org_id,
+                       is_owner=svc.is_owner(user), csrf_token=svc.session_csrf(token))
             name = "signed_in.html"
         else:
             ctx["csrf_token"], fresh_anon = anon_csrf(request)
@@ -345,7 +429,7 @@ def create_app(settings: LoginSettings) -> FastAPI:
         429: {"model": _E, "description": "too many attempts from this IP; see Retry-After"}}
 
     @app.post("/api/auth/signup", response_model=schemas.SessionResponse, responses=signin_errors, tags=["account"])
-    def api_signup(body: schemas.AuthRequest, request: Request) -> JSONResponse:
+    def api_signup(body: schemas.SignUpRequest, request: Request) -> JSONResponse:
         """Create an account and sign in (creates the wallet, writes userData.json)."""
         rate_limit(signin_bucket, client_ip(request), "sign-in attempts")
         return session_response(request, svc.start_session(svc.sign_up(body.email, body.password)))
@@ -391,10 +475,9 @@ def create_app(settings: LoginSettings) -> FastAPI:
         return response
 
     # -------------------------------------------------------- JSON: trainer API
-    @app.get("/api/get-api-key-status", response_model=schemas.KeyStatusResponse,
-             responses={404: {"model": _E, "description": "unknown orgId"}}, tags=["trainer"])
+    @app.get("/api/get-api-key-status", response_model=schemas.KeyStatusResponse, tags=["trainer"])
     def api_key_status(orgId: Annotated[str, Query(min_length=1, max_length=128)]) -> schemas.KeyStatusResponse:
-        """`activated` once the user activated the trainer's key; `pending` before; `revoked` after a revoke."""
+        """`activated` once the user activated the trainer's key; `pending` before (and for an orgId nobody has); `revoked` after a revoke."""
         return schemas.KeyStatusResponse(orgId=orgId, status=svc.key_status(orgId))
 
     def key_org(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
@@ -419,31 +502,58 @@ def create_app(settings: LoginSettings) -> FastAPI:
             raise ServiceError(409, "NoWallet", "this account has no wallet yet: sign in once on the login page")
         return schemas.WalletAddressResponse(orgId=orgId, address=wallet.address)
 
+    async def relay_write(org: str, body_org: str, send: Any) -> TxOutcome:
+        """Checks and the key unlock on the request threads; the send and receipt wait on the chain pool."""
+        def prepare() -> Any:
+            return svc.unlock(writer(org, body_org))
+
+        account = await run_in_threadpool(prepare)
+        return await svc.chain.run(send, account)
+
     @app.post("/api/register-peer", response_model=schemas.TxResponse, responses=write_responses, tags=["trainer"])
-    def register_peer(body: schemas.RegisterPeerRequest, org: KeyOrg) -> schemas.TxResponse:
+    async def register_peer(body: schemas.RegisterPeerRequest, org: KeyOrg) -> schemas.TxResponse:
         """Bind `peerId` to the user's wallet with the trainer's key proof (409 PeerIdAlreadyRegistered if done;
         400 InvalidPeerProof if the proof is not for this wallet, chain and contract)."""
-        user = writer(org, body.orgId)
-        tx = svc.relay.register_peer(svc.unlock(user), body.peerId, bytes.fromhex(body.publicKey[2:]),
-                                     bytes.fromhex(body.signature[2:]))
+        public_key, signature = bytes.fromhex(body.publicKey[2:]), bytes.fromhex(body.signature[2:])
+        tx = await relay_write(org, body.orgId,
+                               lambda account: svc.relay.register_peer(account, body.peerId, public_key, signature))
         event("relay", op="register_peer", org_id=org, peer_id=body.peerId, tx_hash=tx.tx_hash)
         return schemas.TxResponse(txHash=tx.tx_hash, blockNumber=tx.block_number)
 
     @app.post("/api/submit-reward", response_model=schemas.TxResponse, responses=write_responses, tags=["trainer"])
-    def submit_reward(body: schemas.SubmitRewardRequest, org: KeyOrg) -> schemas.TxResponse:
+    async def submit_reward(body: schemas.SubmitRewardRequest, org: KeyOrg) -> schemas.TxResponse:
         """Record a stage reward (409 RewardAlreadySubmitted on a replay; 400 InvalidRoundNumber/InvalidStageNumber)."""
-        user = writer(org, body.orgId)
-        tx = svc.relay.submit_reward(svc.unlock(user), body.roundNumber, body.stageNumber, body.reward, body.peerId)
+        tx = await relay_write(org, body.orgId, lambda account: svc.relay.submit_reward(
+            account, body.roundNumber, body.stageNumber, body.reward, body.peerId))
         event("relay", op="submit_reward", org_id=org, peer_id=body.peerId, round=body.roundNumber,
               stage=body.stageNumber, tx_hash=tx.tx_hash)
         return schemas.TxResponse(txHash=tx.tx_hash, blockNumber=tx.block_number)
 
     @app.post("/api/submit-winner", response_model=schemas.TxResponse, responses=write_responses, tags=["trainer"])
-    def submit_winner(body: schemas.SubmitWinnerRequest, org: KeyOrg) -> schemas.TxResponse:
+    async def submit_winner(body: schemas.SubmitWinnerRequest, org: KeyOrg) -> schemas.TxResponse:
         """Vote for the round's winners (409 WinnerAlreadyVoted on a replay)."""
-        user = writer(org, body.orgId)
-        tx = svc.relay.submit_winners(svc.unlock(user), body.roundNumber, list(body.winners), body.peerId)
+        tx = await relay_write(org, body.orgId, lambda account: svc.relay.submit_winners(
+            account, body.roundNumber, list(body.winners), body.peerId))
         event("relay", op="submit_winner", org_id=org, peer_id=body.peerId, round=body.roundNumber, tx_hash=tx.tx_hash)
         return schemas.TxResponse(txHash=tx.tx_hash, blockNumber=tx.block_number)
 
+    def openapi() -> dict[str, Any]:
+        # Our 422 body is {error, detail: str} (no echo of the input), not FastAPI's list of errors.
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            ref = {"$ref": "#/components/schemas/ErrorResponse"}
+            for ops in schema.get("paths", {}).values():
+                for op in ops.values():
+                    if "422" in op.get("responses", {}):
+                        op["responses"]["422"] = {"description": "the request did not validate; `detail` names the field",
+                                                  "content": {"application/json": {"schema": ref}}}
+            comps = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                comps.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from . import security
 
 # libp2p peer ids are base58 (Qm..., 12D3Koo...); the bound keeps calldata small.
 PeerId = Annotated[str, StringConstraints(pattern=r"^[1-9A-HJ-NP-Za-km-z]{1,128}$")]
-OrgId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+def _valid_unicode(v: str) -> str:
+    # SQLite cannot encode a lone surrogate: refuse it here (422 naming the field), not with a 500.
+    if security.has_lone_surrogate(v) or "\x00" in v:
+        raise ValueError("contains invalid characters (a lone surrogate or NUL)")
+    return v
+
+
+OrgId = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_valid_unicode)]
 Uint = Annotated[int, Field(strict=True, ge=0, le=2**256 - 1)]
 Int256 = Annotated[int, Field(strict=True, ge=-(2**255), le=2**255 - 1)]
 KeyStatus = Literal["activated", "pending", "revoked"]
@@ -72,8 +83,35 @@ class KeyStatusResponse(BaseModel):
 
 
 class AuthRequest(_Strict):
-    email: Annotated[str, StringConstraints(min_length=3, max_length=254)]
+    email: Annotated[str, StringConstraints(min_length=3, max_length=254), Field(json_schema_extra={"format": "email"})]
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+    # Messages name the problem, never the value (422 bodies and logs must not carry it).
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        problem = security.email_problem(security.normalize_email(v))
+        if problem:
+            raise ValueError(problem.removeprefix("email: "))
+        return v
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: str) -> str:
+        if security.has_lone_surrogate(v) or "\x00" in v:
+            raise ValueError("contains invalid characters (a lone surrogate or NUL)")
+        return v
+
+
+class SignUpRequest(AuthRequest):
+    """Sign-up also refuses passwords that are only spaces (sign-in just checks the hash)."""
+
+    @field_validator("password")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must contain something other than spaces")
+        return v
 
 
 class UserDataModel(BaseModel):
@@ -97,7 +135,7 @@ class MeResponse(BaseModel):
 
 class ActivateKeyResponse(BaseModel):
     orgId: str
-    apiKey: Annotated[str, Field(description="shown once; also written to the service's apiKey file (mode 0600)")]
+    apiKey: Annotated[str, Field(description="shown once and never stored in clear: give it to the trainer as RLSWARM_API_KEY")]
     status: KeyStatus
 
 

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from functools import lru_cache
 from typing import Any
 
@@ -55,17 +56,36 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+# Control, format (RTL override, zero-width...), surrogate, private-use and unassigned code points.
+_BAD_EMAIL_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"}
+
+
+def has_lone_surrogate(text: str) -> bool:
+    # JSON "\ud800" decodes to a str that cannot be encoded as UTF-8 (argon2, SQLite would raise).
+    return any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
+
+
 def email_problem(email: str) -> str | None:
+    """Why `email` is not acceptable (never quoting it), or None."""
+    if any(unicodedata.category(ch) in _BAD_EMAIL_CATEGORIES for ch in email):
+        return "email: contains control, invisible, direction-override or invalid characters; type it plainly"
     if len(email) > 254 or not EMAIL_RE.match(email):
-        return "enter an email address like name@example.com"
+        return "email: enter an address like name@example.com"
     return None
 
 
 def password_problem(password: str, min_length: int) -> str | None:
+    """Why `password` is not acceptable for a new account (never quoting it), or None."""
+    if has_lone_surrogate(password):
+        return "password: contains invalid Unicode (a lone surrogate); use ordinary characters"
+    if "\x00" in password:
+        return "password: contains a NUL character"
     if len(password) < min_length:
-        return f"use a password of at least {min_length} characters"
+        return f"password: use at least {min_length} characters"
     if len(password) > 1024:
-        return "use a password of at most 1024 characters"
+        return "password: use at most 1024 characters"
+    if not password.strip():
+        return "password: must contain something other than spaces"
     return None
 
 

@@ -6,11 +6,12 @@ Compose), a `.env` file, or the matching `--flag` of `rl-swarm login-server`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from hivemind_exp.paths import repo_root
 from hivemind_exp.settings_base import ServiceSettings
@@ -34,9 +35,18 @@ class LoginSettings(ServiceSettings):
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 only inside a container (Compose)")
     port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="TCP port; if the default 3000 is taken, 3001/3002 are tried")
     data_dir: Path = Field(Path("modal-login/temp-data"),
-                           description="folder for the SQLite database, the server secret, userData.json and apiKey; relative paths are under the repository root")
-    user_data_path: Path | None = Field(None, description="where userData.json is written [default: <data_dir>/userData.json]")
-    api_key_path: Path | None = Field(None, description="where the trainer's API key file is written [default: beside userData.json, named apiKey]")
+                           description="folder for the SQLite database, the server secret and userData.json; relative paths are under the repository root")
+    user_data_path: Path | None = Field(None, description="where the machine owner's userData.json is written [default: <data_dir>/userData.json]")
+    owner_email: str | None = Field(
+        None, description="the account whose identity goes into userData.json for this machine's trainer; unset: the first account that signs in claims it (kept in the database)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        ["localhost", "127.0.0.1", "[::1]", "modal-login"],
+        description="Host header values (without port) the service answers; anything else gets 421, which stops DNS-rebinding pages. Add the name users open, e.g. login.example.org")
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        [], description="proxies whose X-Forwarded-For/-Proto are believed (IPs or CIDRs); default none: the socket's peer is the client, so rate limits cannot be dodged with a header")
+    chain_workers: int = Field(4, ge=1, le=64, description="threads that talk to the chain; a slow chain ties up only these, never the request threads")
+    chain_queue: int = Field(16, ge=0, le=1024, description="chain calls allowed to wait for a chain thread; beyond that a call gets 503 at once")
+    health_interval_s: float = Field(5.0, gt=0, le=300, description="seconds between background chain probes; /health answers from the latest one")
     server_secret: SecretStr | None = Field(
         None, description="secret that encrypts wallet keystores and signs tokens (32+ chars); unset: generated once into <data_dir>/server-secret (mode 0600)")
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain (anvil locally, or a public testnet)")
@@ -70,6 +80,46 @@ class LoginSettings(ServiceSettings):
             if not o.startswith(("http://", "https://")) or o.endswith("/"):
                 raise ValueError(f"origin {o!r} must look like http://host:port (scheme, host, optional port, no trailing slash)")
         return v
+
+    @field_validator("allowed_hosts", "forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        # env: a JSON list or comma-separated ("[::1],localhost" is not JSON, so fall back to commas)
+        if isinstance(v, str):
+            try:
+                parsed = json.loads(v)
+            except ValueError:
+                parsed = None
+            return parsed if isinstance(parsed, list) else [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for ip in v:
+            try:
+                ipaddress.ip_network(ip, strict=False)
+            except ValueError:
+                raise ValueError(f"{ip!r} is not an IP or CIDR; list the reverse proxy's address, e.g. 172.18.0.1 (not '*')") from None
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        out = []
+        for h in v:
+            h = h.strip().lower()
+            if not h or h == "*" or "/" in h or " " in h:
+                raise ValueError(f"host {h!r}: list host names or IPs without scheme or port, e.g. localhost,127.0.0.1,login.example.org ('*' would re-open DNS rebinding)")
+            out.append(h)
+        return out
+
+    @field_validator("owner_email")
+    @classmethod
+    def _owner(cls, v: str | None) -> str | None:
+        return v.strip().lower() or None if v else None
 
     @field_validator("contract_address")
     @classmethod
@@ -106,8 +156,6 @@ class LoginSettings(ServiceSettings):
             self.data_dir = repo_root() / self.data_dir
         if self.user_data_path is None:
             self.user_data_path = self.data_dir / "userData.json"
-        if self.api_key_path is None:
-            self.api_key_path = self.user_data_path.parent / "apiKey"
         return self
 
     @property

@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at REAL NOT NULL,
     revoked_at REAL
 );
+-- The machine owner: the one account whose identity goes into userData.json for the trainer.
+CREATE TABLE IF NOT EXISTS owner (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    claimed_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS api_keys_org ON api_keys(org_id, created_at);
 """
 
@@ -125,6 +131,13 @@ class Storage:
 
     def user_by_org(self, org_id: str) -> User | None:
         return self._user("org_id", org_id)
+
+    # -- owner ---------------------------------------------------------------------
+    def claim_owner(self, user_id: str) -> str:
+        """First claim wins, atomically; returns the owner's user id (this one or the earlier claimant)."""
+        with self._conn() as c:
+            c.execute("INSERT OR IGNORE INTO owner (id, user_id, claimed_at) VALUES (1, ?, ?)", (user_id, time.time()))
+            return str(c.execute("SELECT user_id FROM owner WHERE id = 1").fetchone()["user_id"])
 
     # -- wallets -------------------------------------------------------------------
     def wallet(self, user_id: str) -> Wallet | None:

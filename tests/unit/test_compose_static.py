@@ -929,3 +929,26 @@ def test_healthcheck_script_against_real_servers(http_server: str, tmp_path: Pat
     assert _healthcheck("--jsonrpc", f"{http_server}", "--file", str(ready)) == 1
     ready.write_text('{"address": "0x0"}')
     assert _healthcheck("--jsonrpc", f"{http_server}", "--file", str(ready)) == 0
+
+
+def test_dev_chain_stays_on_loopback_when_other_ports_are_exposed() -> None:
+    # RLSWARM_BIND=0.0.0.0 exposes the dashboard and login, never anvil with its public dev keys.
+    exposed = load_compose(BASE, env={"RLSWARM_BIND": "0.0.0.0"})
+    chain_ports = [str(p) for p in exposed["services"]["chain"]["ports"]]
+    assert chain_ports and all(p.startswith("127.0.0.1:") for p in chain_ports), chain_ports
+    assert any(str(p).startswith("0.0.0.0:") for p in exposed["services"]["fastapi"]["ports"])
+    assert exposed["services"]["chain"]["environment"]["CHAIN_PUBLISHED_BIND"] == "127.0.0.1"
+    opted_in = load_compose(BASE, env={"RLSWARM_CHAIN_BIND": "0.0.0.0"})
+    assert str(opted_in["services"]["chain"]["ports"][0]).startswith("0.0.0.0:")
+    assert "RLSWARM_LOGIN_ALLOWED_HOSTS" in exposed["services"]["modal-login"]["environment"]
+
+
+def test_chain_warns_when_the_dev_chain_is_exposed() -> None:
+    from hivemind_exp.commands.chain import exposure_warning
+
+    assert exposure_warning("127.0.0.1", None) is None
+    assert exposure_warning("0.0.0.0", "127.0.0.1") is None  # container bind, host publishes on loopback
+    assert exposure_warning("::1", None) is None
+    for host, published in (("0.0.0.0", None), ("0.0.0.0", "0.0.0.0"), ("127.0.0.1", "192.168.1.5")):
+        warning = exposure_warning(host, published)
+        assert warning and "dev keys" in warning and "RLSWARM_CHAIN_BIND" in warning

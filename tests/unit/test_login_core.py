@@ -33,10 +33,14 @@ def test_password_hash_roundtrip_and_unknown_user() -> None:
 def test_email_and_password_rules() -> None:
     assert security.normalize_email("  Ann@Example.COM ") == "ann@example.com"
     assert security.email_problem("ann@example.com") is None
-    for bad in ("ann", "ann@", "@example.com", "a b@example.com", "a@" + "x" * 260 + ".com"):
+    for bad in ("ann", "ann@", "@example.com", "a b@example.com", "a@" + "x" * 260 + ".com",
+                "a\x00b@example.com", "ann\u202e@example.com", "ann\u200b@example.com", "ann\ud800@example.com"):
         assert security.email_problem(bad), bad
-    assert security.password_problem("short", 8) == "use a password of at least 8 characters"
+        assert "ann" not in (security.email_problem(bad) or "")  # names the field, never quotes the value
+    assert security.password_problem("short", 8) == "password: use at least 8 characters"
     assert security.password_problem("x" * 1025, 8)
+    assert security.password_problem(" " * 12, 8) == "password: must contain something other than spaces"
+    assert "surrogate" in (security.password_problem("pass\ud800word", 8) or "")
     assert security.password_problem("long enough", 8) is None
 
 
@@ -123,11 +127,19 @@ def test_settings_defaults_env_and_errors(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("RLSWARM_LOGIN_DATA_DIR", str(tmp_path))
     s = load_settings(LoginSettings)
     assert s.host == "0.0.0.0" and s.port == 3000 and "port" not in s.model_fields_set
-    assert s.user_data_path == tmp_path / "userData.json" and s.api_key_path == tmp_path / "apiKey"
+    assert s.user_data_path == tmp_path / "userData.json" and not hasattr(s, "api_key_path")
+    assert s.forwarded_allow_ips == [] and "127.0.0.1" in s.allowed_hosts and "modal-login" in s.allowed_hosts
+    monkeypatch.setenv("RLSWARM_LOGIN_ALLOWED_HOSTS", "[::1],Login.Example.org")
+    monkeypatch.setenv("RLSWARM_LOGIN_FORWARDED_ALLOW_IPS", "172.18.0.1,10.0.0.0/8")
+    s2 = load_settings(LoginSettings)
+    assert s2.allowed_hosts == ["[::1]", "login.example.org"] and s2.forwarded_allow_ips == ["172.18.0.1", "10.0.0.0/8"]
+    monkeypatch.delenv("RLSWARM_LOGIN_ALLOWED_HOSTS")
+    monkeypatch.delenv("RLSWARM_LOGIN_FORWARDED_ALLOW_IPS")
     assert s.url() == "http://127.0.0.1:3000"
     assert s.cors_origins == ["http://127.0.0.1:8080", "http://localhost:8080"]
     for bad, needle in [({"cors_origins": ["*"]}, "dashboard"), ({"contract_address": "0x12"}, "40 hex"),
                         ({"server_secret": "short"}, "32 random"), ({"rpc_url": "localhost:8545"}, "http://"),
-                        ({"port": "70000"}, "--port")]:
+                        ({"port": "70000"}, "--port"), ({"allowed_hosts": ["*"]}, "rebinding"),
+                        ({"forwarded_allow_ips": ["*"]}, "not an IP")]:
         with pytest.raises(SettingsError, match=needle):
             load_settings(LoginSettings, **bad)

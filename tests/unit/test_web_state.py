@@ -181,9 +181,39 @@ def test_latest_evaluation_reaches_nodes_and_my_card() -> None:
     assert nodes[A]["evaluation"] == {"round": 3, "accuracy": 0.3, "format_rate": 0.9, "problems": 16, "at": 900.0}
     assert nodes[B]["evaluation"] is None
     assert body(st, "me")["evaluation"]["accuracy"] == 0.3
-    # Evicting a peer forgets its evaluation too (bounded memory).
-    st.apply_swarm(snap(peers=[PeerSeen(B, 1000), PeerSeen(C, 1001)]))
-    assert A not in st.peers and A not in st.evals
+    # Evicting a peer forgets its evaluation too (bounded memory). The local trainer (A) has
+    # evidence and stays; B, the least recently seen of the rest, goes.
+    st.apply_swarm(snap(peers=[PeerSeen(B, 1000, older)]))
+    assert B in st.evals
+    st.apply_swarm(snap(peers=[PeerSeen(C, 1001)]))
+    assert A in st.peers and B not in st.peers and B not in st.evals
+
+
+def test_identity_flood_neither_grows_memory_nor_evicts_peers_with_evidence() -> None:
+    """50 000 fresh identities, all seen more recently than the real peers, some even publishing
+    a reward: the state stays within max_peers everywhere, and the real peers (local trainer,
+    rewarded on chain, reward records over several rounds) keep their places."""
+    import random
+
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    rng = random.Random(7)
+    fake = ["Qm" + "".join(rng.choice(alphabet) for _ in range(44)) for _ in range(50_000)]
+    st = DashboardState(local=LocalNode(peer_id=A), max_peers=100, history_rounds=5)
+    st.apply_chain(ChainSnapshot(round=3, stage=1, stage_count=3, contract_address="0x" + "00" * 20,
+                                 total_rewards={B: 12.0}))
+    st.apply_swarm(snap(peers=[PeerSeen(A, 100), PeerSeen(B, 100), PeerSeen(C, 100)],
+                        rewards={(r, 1): {C: 1.0, A: 0.5} for r in (1, 2, 3)}))
+    for i in range(0, len(fake), 5000):
+        batch = fake[i:i + 5000]
+        st.apply_swarm(snap(peers=[PeerSeen(p, 5000 + i + j) for j, p in enumerate(batch)],
+                            rewards={(3, 2): {p: 100.0 for p in batch[:2000]}}))
+        assert len(st.peers) <= 100 and len(st.evals) <= 100 and len(st.names) <= 4 * 100 + 1
+        assert all(len(m) <= 100 for stages in st.rewards.values() for m in stages.values())
+    assert {A, B, C} <= set(st.peers)
+    nodes = {n["peer_id"] for n in body(st, "nodes")["nodes"]}
+    assert {A, B, C} <= nodes and len(nodes) == 100
+    board = {e["peer_id"] for e in json.loads(st.leaderboard_body(500, 0, None))["entries"]}
+    assert {A, B, C} <= board
 
 
 def test_sapo_round_is_one_stage_on_every_surface() -> None:
@@ -214,12 +244,13 @@ def test_sapo_stats_reach_nodes_and_my_card() -> None:
     st = DashboardState(local=LocalNode(peer_id=A), max_peers=2)
     newer = SapoStats(round=5, shared=4, taken=3, trained=7, with_signal=2, dropped=1, at=900.0)
     older = SapoStats(round=4, shared=4, taken=0, trained=4, with_signal=0, dropped=0, at=800.0)
-    st.apply_swarm(snap(peers=[PeerSeen(A, 950, None, newer), PeerSeen(B, 960)]))
+    st.apply_swarm(snap(peers=[PeerSeen(A, 950, None, newer), PeerSeen(B, 960, None, older)]))
     st.apply_swarm(snap(peers=[PeerSeen(A, 990, None, older), PeerSeen(B, 995)]))
     nodes = {n["peer_id"]: n for n in body(st, "nodes")["nodes"]}
     assert nodes[A]["sapo"] == {"round": 5, "shared": 4, "taken": 3, "trained": 7, "with_signal": 2, "dropped": 1,
                                 "at": 900.0}
-    assert nodes[B]["sapo"] is None
+    assert nodes[B]["sapo"]["round"] == 4
     assert body(st, "me")["sapo"]["taken"] == 3
-    st.apply_swarm(snap(peers=[PeerSeen(B, 1000), PeerSeen(C, 1001)]))
-    assert A not in st.sapo
+    # Evicting a peer forgets its stats too; the local trainer (A) has evidence and stays.
+    st.apply_swarm(snap(peers=[PeerSeen(C, 1001)]))
+    assert B not in st.peers and B not in st.sapo and A in st.sapo

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 PEER_ID_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{1,128}$")
 EVENTS_HEARTBEAT_S = 15.0
-MAX_EVENT_CLIENTS = 500
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": models.ErrorBody}, 413: {"model": models.ErrorBody}, 422: {"model": models.ErrorBody}}
 
@@ -55,6 +54,20 @@ def _json(body: bytes, status: int = 200) -> Response:
 
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
+
+
+class _SlotStream(StreamingResponse):
+    """A stream that gives its slot back however it ends (done, client gone, or never started)."""
+
+    def __init__(self, content: Any, release: Any, **kw: Any):
+        super().__init__(content, **kw)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 # GET paths (no query string) answered straight from the precomputed bodies -> state key.
@@ -139,7 +152,30 @@ def create_app(settings: DashboardSettings | None = None, *, swarm_factory: Swar
                            login_url=cfg.login_origin)
     poller = Poller(cfg, state, swarm_factory or default_swarm_factory(cfg),
                     chain_factory if chain_factory is not None else default_chain_factory(cfg))
+    # Open live streams, all and per client address. Checked and taken in one step with no await
+    # in between (the event loop is single-threaded), so a burst cannot overshoot the caps.
     event_clients = 0
+    event_clients_by_ip: dict[str, int] = {}
+
+    def take_event_slot(ip: str) -> Response | None:
+        nonlocal event_clients
+        if event_clients_by_ip.get(ip, 0) >= cfg.events_max_per_client:
+            return _error(429, f"this client already holds {cfg.events_max_per_client} live-update streams; "
+                          "close one (one per browser tab is enough)")
+        if event_clients >= cfg.events_max_clients:
+            return _error(503, f"too many live-update clients ({cfg.events_max_clients}); reload later")
+        event_clients += 1
+        event_clients_by_ip[ip] = event_clients_by_ip.get(ip, 0) + 1
+        return None
+
+    def release_event_slot(ip: str) -> None:
+        nonlocal event_clients
+        event_clients -= 1
+        left = event_clients_by_ip.get(ip, 1) - 1
+        if left > 0:
+            event_clients_by_ip[ip] = left
+        else:
+            event_clients_by_ip.pop(ip, None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -286,35 +322,32 @@ def create_app(settings: DashboardSettings | None = None, *, swarm_factory: Swar
 
     @app.get("/api/events", tags=["live"], response_class=StreamingResponse,
              summary="Server-sent events: `update` with {version, round, stage} whenever the cache changes",
-             responses={200: {"content": {"text/event-stream": {}}}, 503: {"model": models.ErrorBody}})
+             responses={200: {"content": {"text/event-stream": {}}}, 429: {"model": models.ErrorBody},
+                        503: {"model": models.ErrorBody}})
     async def events(request: Request) -> Response:
-        nonlocal event_clients
-        if event_clients >= MAX_EVENT_CLIENTS:
-            return _error(503, f"too many live-update clients ({MAX_EVENT_CLIENTS}); reload later")
+        ip = request.client.host if request.client else "unknown"
+        refused = take_event_slot(ip)
+        if refused is not None:
+            return refused
 
         async def stream() -> AsyncIterator[bytes]:
-            nonlocal event_clients
-            event_clients += 1
-            try:
-                last = -1
-                yield b"retry: 3000\n\n"
-                while True:
-                    if state.version != last:
-                        last = state.version
-                        data = json.dumps({"version": last, "round": state.round, "stage": state.stage})
-                        yield f"event: update\ndata: {data}\n\n".encode()
-                    try:
-                        async with poller.changed:
-                            await asyncio.wait_for(poller.changed.wait(), EVENTS_HEARTBEAT_S)
-                    except asyncio.TimeoutError:
-                        if await request.is_disconnected():
-                            return
-                        yield b": ping\n\n"
-            finally:
-                event_clients -= 1
+            last = -1
+            yield b"retry: 3000\n\n"
+            while True:
+                if state.version != last:
+                    last = state.version
+                    data = json.dumps({"version": last, "round": state.round, "stage": state.stage})
+                    yield f"event: update\ndata: {data}\n\n".encode()
+                try:
+                    async with poller.changed:
+                        await asyncio.wait_for(poller.changed.wait(), EVENTS_HEARTBEAT_S)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield b": ping\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _SlotStream(stream(), lambda: release_event_slot(ip), media_type="text/event-stream",
+                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.api_route("/api/{rest:path}", methods=["GET"], include_in_schema=False)
     async def api_not_found(rest: str) -> JSONResponse:

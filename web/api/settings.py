@@ -75,8 +75,32 @@ class DashboardSettings(ServiceSettings):
                                     "may ask about")
     id_to_name_max_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024, description="largest body (bytes) "
                                       "POST /api/id-to-name accepts")
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="reverse proxies whose X-Forwarded-For is believed (IPs/CIDRs, "
+        "comma-separated); default none: the socket's peer is the client, so per-client caps hold")
+    events_max_clients: int = Field(500, ge=1, le=100000, description="most /api/events live streams open at "
+                                    "once, all clients together (more get 503)")
+    events_max_per_client: int = Field(8, ge=1, le=10000, description="most /api/events live streams one client "
+                                       "address may hold open (more get 429), so one client cannot take every slot")
     ui_dist: Path = Field(default_factory=_default_ui_dist, description="the built UI (npm run build in web/ui) "
                           "served at /")
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_proxies(cls, v: object) -> object:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for ip in v:
+            try:
+                ipaddress.ip_network(ip, strict=False)
+            except ValueError:
+                raise ValueError(f"{ip!r} is not an IP or CIDR; list the reverse proxy's address (not '*')") from None
+        return v
 
     @field_validator("initial_peers", mode="before")
     @classmethod

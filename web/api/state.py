@@ -6,8 +6,11 @@ bodies once (JSON bytes), and requests just send those bytes. Less common reques
 other than the first, a search) are built from the cached rows and memoised until the next
 change, so a burst of identical requests costs one build.
 
-Everything kept is bounded: `history_rounds` rounds of rewards, `max_peers` peers (least
-recently seen dropped), `gossip_size` gossip items.
+Everything kept is bounded: `history_rounds` rounds of rewards (at most `max_peers` peers per
+stage), `max_peers` peers, `gossip_size` gossip items. When it must evict, it keeps the peers
+with evidence first (rewarded on chain, the local trainer, reward records in more kept rounds)
+and drops the least recently seen of the rest, so a flood of fresh identities cannot push
+real peers off the dashboard.
 """
 
 from __future__ import annotations
@@ -127,13 +130,6 @@ class DashboardState:
             old_sapo = self.sapo.get(p.peer_id)
             if p.sapo is not None and (old_sapo is None or p.sapo.at >= old_sapo.at):
                 self.sapo[p.peer_id] = p.sapo
-        # Re-sort by last seen so eviction drops the stalest peers.
-        if snap.peers:
-            self.peers = OrderedDict(sorted(self.peers.items(), key=lambda kv: kv[1]))
-        while len(self.peers) > self.max_peers:
-            gone, _ = self.peers.popitem(last=False)
-            self.evals.pop(gone, None)
-            self.sapo.pop(gone, None)
         for (rnd, stg), by_peer in snap.rewards.items():
             self._asked.add(rnd)
             if not by_peer:
@@ -144,6 +140,7 @@ class DashboardState:
             self.rewards = OrderedDict(sorted(self.rewards.items()))
         while len(self.rewards) > self.history_rounds:
             self.rewards.popitem(last=False)
+        self._evict()
         self.winners.update(snap.winners)
         for old in sorted(self.winners)[: max(0, len(self.winners) - self.history_rounds)]:
             del self.winners[old]
@@ -156,6 +153,37 @@ class DashboardState:
             self.gossip = OrderedDict(newest)
         self.dht.last_success, self.dht.last_error, self.dht.consecutive_failures = snap.taken_at, None, 0
         self.rebuild()
+
+    def _evict(self) -> None:
+        """Bring peers and per-stage rewards back under `max_peers`, keeping those with evidence."""
+        too_many_rewards = [(stg_map, stg) for stages in self.rewards.values() for stg, stg_map in stages.items()
+                            if len(stg_map) > self.max_peers]
+        if len(self.peers) <= self.max_peers and not too_many_rewards:
+            self.peers = OrderedDict(sorted(self.peers.items(), key=lambda kv: kv[1]))
+            return
+        rounds_rewarded: dict[str, int] = {}
+        for stages in self.rewards.values():
+            for p in set().union(*stages.values()) if stages else ():
+                rounds_rewarded[p] = rounds_rewarded.get(p, 0) + 1
+        chain = self.chain
+        vouched = set(chain.total_rewards) | set(chain.total_wins) if chain else set()
+        if self.local.peer_id:
+            vouched.add(self.local.peer_id)
+
+        def score(p: str) -> tuple[bool, int, bool, float]:
+            return (p in vouched, rounds_rewarded.get(p, 0), p in self.peers, self.peers.get(p, 0.0))
+
+        if len(self.peers) > self.max_peers:
+            keep = sorted(self.peers, key=score)[-self.max_peers:]
+            for gone in set(self.peers) - set(keep):
+                self.evals.pop(gone, None)
+                self.sapo.pop(gone, None)
+            self.peers = OrderedDict(sorted(((p, self.peers[p]) for p in keep), key=lambda kv: kv[1]))
+        else:
+            self.peers = OrderedDict(sorted(self.peers.items(), key=lambda kv: kv[1]))
+        for stg_map, _stg in too_many_rewards:
+            for gone in sorted(stg_map, key=score)[: len(stg_map) - self.max_peers]:
+                del stg_map[gone]
 
     def apply_chain(self, snap: ChainSnapshot) -> None:
         self.chain = snap
