@@ -189,6 +189,7 @@ contract SwarmCoordinator {
     uint256 private _currentStage;
     mapping(bytes32 => mapping(address => bool)) private _roles;
 
+    // Unused since registration needs a proof (peers now in _eoaPeerKeys); kept so the layout stays append-only.
     mapping(address => string[]) private _eoaPeerIds;
     mapping(bytes32 => address) private _peerEoa; // keccak(peerId) -> owner wallet
     mapping(bytes32 => string) private _peerName; // keccak(peerId) -> peerId, for leaderboards
@@ -213,6 +214,8 @@ contract SwarmCoordinator {
     }
 
     mapping(uint256 => mapping(uint256 => mapping(bytes32 => PeerReward))) private _peerReward; // round -> stage -> peer
+    // wallet -> keys of its peers; names live once in _peerName (one slot per peer instead of a string copy)
+    mapping(address => bytes32[]) private _eoaPeerKeys;
 
     // ------------------------------------------------------------------ set-up and roles
 
@@ -346,7 +349,7 @@ contract SwarmCoordinator {
         }
         _peerEoa[key] = msg.sender;
         _peerName[key] = peerId;
-        _eoaPeerIds[msg.sender].push(peerId);
+        _eoaPeerKeys[msg.sender].push(key);
         emit PeerRegistered(msg.sender, peerId);
     }
 
@@ -358,7 +361,12 @@ contract SwarmCoordinator {
     function getPeerId(address[] calldata eoas) external view returns (string[][] memory peerIds) {
         peerIds = new string[][](eoas.length);
         for (uint256 i = 0; i < eoas.length; i++) {
-            peerIds[i] = _eoaPeerIds[eoas[i]];
+            bytes32[] storage keys = _eoaPeerKeys[eoas[i]];
+            string[] memory ids = new string[](keys.length);
+            for (uint256 j = 0; j < keys.length; j++) {
+                ids[j] = _peerName[keys[j]];
+            }
+            peerIds[i] = ids;
         }
     }
 
@@ -609,11 +617,14 @@ contract SwarmCoordinator {
         uint256 l1;
         uint256 l2;
         for (uint256 i = 0; i < s.length; i++) {
-            uint256 t = l0 * 58 + _base58Digit(uint8(s[i]));
-            l0 = t & mask;
-            t = l1 * 58 + (t >> 128);
-            l1 = t & mask;
-            l2 = l2 * 58 + (t >> 128);
+            // Limbs stay below 2^128 (l2 below 2^16), so x58 plus carry cannot overflow.
+            unchecked {
+                uint256 t = l0 * 58 + _base58Digit(uint8(s[i]));
+                l0 = t & mask;
+                t = l1 * 58 + (t >> 128);
+                l1 = t & mask;
+                l2 = l2 * 58 + (t >> 128);
+            }
             if (l2 > 0xffff) revert InvalidPeerProof(); // longer than a sha2-256 multihash
         }
         if (l2 != 0x1220 || uint8(s[0]) == 0x31) revert InvalidPeerProof();

@@ -8,9 +8,11 @@ Map of the package:
   ``ChainUnavailable`` (retry), ``RelayRefused``, ``ChainConfigError``; revert decoding.
 - ``artifact``  the committed compiled contract ``contracts/build/SwarmCoordinator.json``.
 - ``client``    the ``ChainClient`` protocol, ``ChainReader`` (reads over RPC, shared),
-  ``build_client(settings)``, ``ensure_registered``.
-- ``wallet``    ``WalletChainClient``: signs with a local key (nonce lock, receipts, timeouts);
-  also the coordinator's ``update_stage_and_round`` and bootnode / role calls.
+  ``build_client(settings)``, ``ensure_registered`` (never takes another wallet's peer for ours).
+- ``proof``     ``PeerKey``: the peer's RSA key signs the registration proof the contract checks.
+- ``wallet``    ``WalletChainClient``: signs with a local key (nonce lock, receipts, timeouts,
+  same-nonce fee-bump replacement of stuck transactions); also the coordinator's
+  ``update_stage_and_round`` and bootnode / role calls.
 - ``relay``     ``RelayChainClient``: writes through the login service's HTTP API.
 - ``rewards``   the on-chain reward scale (points x 1000, int256) and converters.
 - ``outbox``    ``Outbox`` (SQLite queue of rewards / winner votes) and ``OutboxWorker``

@@ -69,6 +69,7 @@ class ChainClient(Protocol):
     def bootnodes(self) -> list[str]: ...
     def peer_ids_of(self, address: str) -> list[str]: ...
     def eoa_of(self, peer_id: str) -> str | None: ...
+    def registered_peers(self, peer_ids: Sequence[str]) -> list[str]: ...
     def total_rewards(self, peer_ids: Sequence[str]) -> list[int]: ...
     def total_wins(self, peer_id: str) -> int: ...
     def voter_vote_count(self, peer_id: str) -> int: ...
@@ -203,6 +204,13 @@ class ChainReader:
         eoa = str(self._call("getEoa", [peer_id])[0])
         return None if int(eoa, 16) == 0 else eoa
 
+    def registered_peers(self, peer_ids: Sequence[str]) -> list[str]:
+        """The peer IDs among `peer_ids` that are registered on chain, in order (one call)."""
+        if not peer_ids:
+            return []
+        eoas = self._call("getEoa", list(peer_ids))
+        return [p for p, e in zip(peer_ids, eoas) if int(str(e), 16) != 0]
+
     def total_rewards(self, peer_ids: Sequence[str]) -> list[int]:
         return [int(v) for v in self._call("getTotalRewards", list(peer_ids))]
 
@@ -250,13 +258,20 @@ class ChainReader:
         return int(self._call("getPeerRoundStageReward", round_number, stage_number, [peer_id])[0])
 
     def _owned_by_me(self, peer_id: str) -> bool:
-        """Is `peer_id` registered to this client's wallet? Only then can a submission for it be ours."""
+        """Is `peer_id` registered to this client's wallet? Only then can a submission for it be ours.
+
+        A read-only reader sends nothing, so for it any owner's record counts.
+        """
         owner = self.eoa_of(peer_id)
+        if owner is None:
+            return False
+        if self.mode == "read-only":
+            return True
         mine = self.account_address(None)
-        return owner is not None and mine is not None and owner.lower() == mine.lower()
+        return mine is not None and owner.lower() == mine.lower()
 
     def reward_on_chain(self, round_number: int, stage_number: int, peer_id: str) -> bool:
-        """Has this client's wallet landed `peer_id`'s reward for (round, stage)?
+        """Has this client's wallet landed `peer_id`'s reward for (round, stage)? (A reader: has anyone?)
 
         The contract keeps one reward per (round, stage, peer) and only the peer's owner may
         submit it, so "our wallet owns the peer and the peer has a reward" means we sent it. A

@@ -410,7 +410,17 @@ class OutboxWorker:
         if entry.kind == "reward":
             result = self.client.submit_reward(p["round"], p["stage"], p["reward"], p["peer_id"], on_sent=on_sent)
         else:
-            result = self.client.submit_winners(p["round"], p["winners"], p["peer_id"], on_sent=on_sent)
+            # The contract refuses a vote naming an unregistered peer (e.g. one running with the chain
+            # off): vote for the registered ones rather than lose the whole vote.
+            winners = self.client.registered_peers(p["winners"])
+            if not winners:
+                self.outbox.mark_failed(entry.id, f"none of the winners {p['winners']} is registered on chain; "
+                                                  "nothing to vote for")
+                return "settled"
+            if len(winners) < len(p["winners"]):
+                log.info("chain outbox: vote of round %d drops unregistered winners %s", p["round"],
+                         sorted(set(p["winners"]) - set(winners)))
+            result = self.client.submit_winners(p["round"], winners, p["peer_id"], on_sent=on_sent)
         self.outbox.mark_confirmed(entry.id, result.tx_hash)
         log.info("chain outbox: %s %s confirmed in block %d (%s)", entry.kind, p, result.block_number, result.tx_hash)
         return "settled"

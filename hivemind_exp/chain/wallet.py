@@ -156,6 +156,7 @@ class WalletChainClient(ChainReader):
         """The receipt of whichever version got mined, or None at `until` (raises if it reverted)."""
         from web3 import exceptions as w3e
 
+        used_polls = 0  # polls that saw the nonce consumed without a receipt of ours
         while True:
             nonce_used = self._rpc("eth_getTransactionCount",
                                    lambda: self._w3.eth.get_transaction_count(self.address, "latest")) > nonce  # type: ignore[arg-type]
@@ -170,7 +171,8 @@ class WalletChainClient(ChainReader):
                     raise self._revert_reason(tx_hash, int(receipt["blockNumber"]), tx)
                 return TxResult(tx_hash=tx_hash, block_number=int(receipt["blockNumber"]),
                                 gas_used=int(receipt["gasUsed"]))
-            if nonce_used:
+            used_polls = used_polls + 1 if nonce_used else 0
+            if used_polls >= 2:  # twice: a load-balanced RPC may show the count before the receipt
                 # Mined, but none of ours: another sender of this wallet used the nonce.
                 raise ChainUnavailable(f"nonce {nonce} of {self.address} was used by a transaction this client did "
                                        "not send; will re-check the chain before sending again")

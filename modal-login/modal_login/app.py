@@ -491,8 +491,8 @@ def create_app(settings: LoginSettings) -> FastAPI:
         rate_limit(write_bucket, org, "write calls for this org")
         return user
 
-    @app.get("/api/wallet-address", response_model=schemas.WalletAddressResponse, responses=AUTH_ERRORS,
-             tags=["trainer"])
+    @app.get("/api/wallet-address", response_model=schemas.WalletAddressResponse, tags=["trainer"],
+             responses={**AUTH_ERRORS, 409: {"model": _E, "description": "the account has no wallet yet"}})
     def wallet_address(orgId: Annotated[str, Query(min_length=1, max_length=128)],
                        org: KeyOrg) -> schemas.WalletAddressResponse:
         """The user's wallet address: the trainer's peer key signs its registration proof for it."""

@@ -330,3 +330,30 @@ def test_transaction_stuck_across_a_restart_is_replaced_by_the_next_worker(own_a
     assert int(mined["maxFeePerGas"], 16) >= int(stuck["maxFeePerGas"], 16) * 1.25
     assert nonce_of(dc.rpc_url, ADDR[4]) == nonce + 1
     assert len(event_log(dc, "RewardSubmitted", account=ADDR[4])) == 1 and dc.client(4).total_rewards([pid]) == [321]
+
+
+def test_nonce_taken_by_another_sender_of_the_wallet_is_noticed_and_the_entry_resent_once(
+        own_anvil: AnvilProcess, tmp_path: Path) -> None:
+    """Another process of the same wallet replaces our stuck transaction with its own: we neither
+    wait forever on a hash that can never be mined nor count the entry as landed."""
+    dc, client, pid, box = _stuck_setup(own_anvil, tmp_path, max_replacements=0)
+    nonce = nonce_of(dc.rpc_url, ADDR[4])
+    set_automine(dc.rpc_url, False)
+    worker = OutboxWorker(box, client, base_delay=0.2, max_delay=1.0, poll_interval=0.1).start()
+    try:
+        wait_for(lambda: box.entries()[0].tx_hash is not None, 20, "the reward to be sent")
+        ours = rpc_request(dc.rpc_url, "eth_getTransactionByHash", [box.entries()[0].tx_hash])
+        acct = Account.from_key(ANVIL_DEV_KEYS[4])
+        theirs = acct.sign_transaction({"to": ADDR[9], "value": 1, "gas": 21_000, "nonce": nonce, "chainId": 31337,
+                                        "maxFeePerGas": int(ours["maxFeePerGas"], 16) * 2,
+                                        "maxPriorityFeePerGas": int(ours["maxPriorityFeePerGas"], 16) * 2})
+        rpc_request(dc.rpc_url, "eth_sendRawTransaction", ["0x" + theirs.raw_transaction.hex().removeprefix("0x")])
+        mine(dc.rpc_url)  # their transfer takes the nonce; our reward can never be mined now
+        set_automine(dc.rpc_url, True)
+        wait_for(lambda: box.counts().confirmed == 1, 30, "the entry to be re-sent and confirmed")
+    finally:
+        worker.stop()
+    (entry,) = box.entries()
+    mined = rpc_request(dc.rpc_url, "eth_getTransactionByHash", [entry.tx_hash])
+    assert int(mined["nonce"], 16) == nonce + 1, "re-sent with the next nonce"
+    assert len(event_log(dc, "RewardSubmitted", account=ADDR[4])) == 1 and client.total_rewards([pid]) == [321]

@@ -74,7 +74,7 @@ def test_register_peer_and_lookups(deployed_contract: DeployedContract) -> None:
     assert alpha.startswith("Qm") and len(alpha) == 46
     tx = a.register_peer(peer_key("alpha"))
     assert events(deployed_contract, tx.tx_hash, "PeerRegistered") == [{"eoa": ADDR[1], "peerId": alpha}]
-    assert 250_000 < tx.gas_used < 350_000, tx.gas_used  # RSA-2048 proof, measured ~316k
+    assert 200_000 < tx.gas_used < 280_000, tx.gas_used  # RSA-2048 proof, measured ~251k
     register(a, "alpha2")
     register(b, "beta")
     with refused("PeerIdAlreadyRegistered"):
@@ -207,6 +207,10 @@ def test_submit_reward_rules_and_totals(deployed_contract: DeployedContract) -> 
     assert a.round_stage_rewards(0, 2, [ADDR[1], ADDR[2], ADDR[3]]) == [-400, 7, 0]
     assert a.reward_on_chain(0, 2, pa) and not a.reward_on_chain(0, 1, pa)
     assert not b.reward_on_chain(0, 2, pa), "a reward of someone else's peer is never 'ours'"
+    from hivemind_exp.chain.client import ChainReader
+
+    reader = ChainReader(deployed_contract.rpc_url, deployed_contract.address)
+    assert reader.reward_on_chain(0, 2, pa) and not reader.reward_on_chain(0, 1, pa), "a reader sees anyone's"
     _, contract = deployed_contract.web3_contract()
     assert contract.functions.hasSubmittedRoundStageReward(1, 0, ADDR[1]).call()
     assert not contract.functions.hasSubmittedRoundStageReward(1, 0, ADDR[2]).call()

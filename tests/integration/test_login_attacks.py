@@ -163,8 +163,12 @@ def test_hanging_chain_does_not_starve_other_requests(hanging_rpc: str,
         cookies = dict(c.cookies)
     org = su["user"]["orgId"]
 
+    from tests.fixtures.login import register_body
+
+    body = register_body(org, su["user"]["address"], "0x" + "11" * 20)  # a valid request: it must reach the chain
+
     def relay_write() -> int:
-        return httpx.post(f"{svc.url}/api/register-peer", json={"orgId": org, "peerId": "QmHang"},
+        return httpx.post(f"{svc.url}/api/register-peer", json=body,
                           headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
 
     # The 80 /health callers run in their own process, so this one's clients are not slowed by them.
@@ -231,7 +235,10 @@ def test_rpc_url_and_org_existence_stay_private(start_login_service: Callable[..
         key = c.post("/api/auth/activate-key", headers={"X-CSRF-Token": su["csrfToken"]}).json()["apiKey"]
         page = c.get("/").text
     assert secret not in page
-    r = httpx.post(f"{svc.url}/api/register-peer", json={"orgId": su["user"]["orgId"], "peerId": "QmRpc"},
+    from tests.fixtures.login import register_body
+
+    r = httpx.post(f"{svc.url}/api/register-peer", json=register_body(su["user"]["orgId"], su["user"]["address"],
+                                                                       "0x" + "22" * 20),
                    headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 503 and secret not in r.text and "127.0.0.1" not in r.text
     # Known org without a key and an org nobody has read the same.

@@ -92,3 +92,25 @@ def test_restart_resumes_where_it_stopped(deployed_contract: DeployedContract, t
         second.stop()
     assert peer.total_rewards([resume]) == [60]
     assert len(event_log(dc, "RewardSubmitted", account=peer.address)) == 3
+
+
+def test_vote_drops_unregistered_winners_instead_of_failing(deployed_contract: DeployedContract,
+                                                            tmp_path: Path) -> None:
+    """A winner seen on the DHT may run with the chain off: the vote still counts for the others."""
+    dc = deployed_contract
+    peer = dc.client(3)
+    voter, winner = register(peer, "voter"), register(dc.client(4), "winner")
+    peer.submit_reward(0, 0, 5, voter)
+    box = Outbox(tmp_path / "outbox.sqlite")
+    second = register(peer, "voter2")
+    peer.submit_reward(0, 0, 5, second)
+    box.enqueue_winners(0, ["QmOffChainPeer", winner], voter)
+    box.enqueue_winners(0, ["QmOffChainPeer"], second)
+    worker = OutboxWorker(box, peer, base_delay=0.2, max_delay=1.0, poll_interval=0.2).start()
+    try:
+        wait_for(lambda: box.counts().confirmed == 1 and box.counts().failed == 1, 30, "both votes to settle")
+    finally:
+        worker.stop()
+    assert peer.voter_votes(0, voter) == [winner]
+    (failed,) = box.entries("failed")
+    assert "none of the winners" in (failed.note or "") and peer.voter_votes(0, second) == []
