@@ -33,7 +33,7 @@ import pytest
 from tests.fixtures.netns import Lab, lab_namespaces, netns_unavailable
 from tests.fixtures.netns_swarm import CLI, DHT_PORT, LabSwarm, node_env
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.chain]  # anvil from node_modules runs on the boot host
 
 STAGE_SECONDS = 20.0
 STALE_SECONDS = 5.0
@@ -68,6 +68,42 @@ def swarm(lab, tmp_path_factory, tiny_model_dir, tiny_profile):
         yield sw
     finally:
         sw.close()
+
+
+def test_a_killed_lab_is_cleaned_up_by_the_next() -> None:
+    """SIGKILL a process that holds a lab (with a process running inside a host): the switch dies with
+    it (no TAP left in this namespace) and the next lab removes its namespaces and processes."""
+    from tests.fixtures.netns import cleanup_stale
+
+    why = netns_unavailable()
+    if why:
+        pytest.skip(f"cannot build the network lab: {why}")
+    code = ("import sys,time; sys.path.insert(0, %r)\n"
+            "from tests.fixtures.netns import Lab\n"
+            "lab = Lab(['a', 'b'], ['c'])\n"
+            "lab.popen('a', ['sleep', '600'], '/dev/null')\n"
+            "print('ready', lab.tag, flush=True); time.sleep(600)") % str(Path(__file__).resolve().parents[2])
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        line = owner.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("ready"), line
+        tag = line.split()[1]
+    finally:
+        owner.kill()
+        owner.wait()
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{tag}-a" in names, "the killed lab's namespaces should still be there before the cleanup"
+    sleeper = subprocess.run(["ip", "netns", "pids", f"{tag}-a"], capture_output=True, text=True).stdout.split()
+    assert sleeper, "the process inside the killed lab's host should have outlived its owner"
+    removed = cleanup_stale()
+    assert {f"{tag}-{h}" for h in ("a", "b", "c", "router")} <= set(removed), removed
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert tag not in names, names
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert tag not in links, links
+    time.sleep(0.2)
+    assert not any(Path(f"/proc/{p}").exists() and "sleep" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                   for p in sleeper), "the killed lab's process is still running"
 
 
 def stale_steps(sw: LabSwarm, host: str) -> list[dict]:
