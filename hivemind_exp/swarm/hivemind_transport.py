@@ -168,7 +168,8 @@ def probe_bootnodes(s: SwarmSettings) -> str:
             time.sleep(delay)
             delay *= 2
     raise SwarmStartupError(
-        f"Could not reach any bootnode after {attempts} attempt(s) (initial_peers={[m for m, _ in targets]}: "
+        f"Could not reach any bootnode after {attempts} attempt(s): none of the bootnodes accepted a TCP connection "
+        f"(initial_peers={[m for m, _ in targets]}: "
         f"{'; '.join(f'{m}: {e}' for m, e in errors.items())}). Check that the coordinator runs and that this "
         f"machine can reach its address and port (firewall, VPN, a 127.0.0.1 address of another machine), or fix "
         f"initial_peers (flag --initial-peers, env RLSWARM_INITIAL_PEERS); more tries: --dht-startup-retries, "
