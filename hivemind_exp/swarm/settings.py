@@ -156,6 +156,11 @@ class SwarmSettings(ServiceSettings):
                              f"other machines and could never dial them back; set announce_maddrs (flag "
                              f"--announce-maddrs, env RLSWARM_ANNOUNCE_MADDRS) to an address they reach, e.g. "
                              f"/ip4/<this machine's LAN or public IP>/tcp/PORT, or leave it empty")
+        if remote and not self.dht_client_mode and not self.announce_maddrs and all(map(_is_loopback, self.host_maddrs)):
+            raise ValueError(f"host_maddrs {self.host_maddrs} listen on loopback only, but the bootnodes {remote} are "
+                             f"on other machines and could never reach this node; listen on an address they reach "
+                             f"(flag --host-maddrs, env RLSWARM_HOST_MADDRS), e.g. /ip4/0.0.0.0/tcp/38331, or join "
+                             f"as a client with --dht-client-mode (behind NAT)")
         return self
 
     @model_validator(mode="after")

@@ -33,6 +33,15 @@ def test_loopback_announce_with_a_remote_bootnode_is_refused_naming_the_setting(
     settings(announce_maddrs=["/ip4/10.0.0.7/tcp/38331"], initial_peers=[f"/ip4/10.0.0.5/tcp/38331/p2p/{PEER}"])
 
 
+def test_loopback_listen_with_a_remote_bootnode_is_refused_unless_client_mode() -> None:
+    remote = [f"/ip4/10.0.0.5/tcp/38331/p2p/{PEER}"]
+    with pytest.raises(ValidationError) as err:
+        settings(host_maddrs=["/ip4/127.0.0.1/tcp/0"], initial_peers=remote)
+    assert "host_maddrs" in str(err.value) and "--host-maddrs" in str(err.value) and "--dht-client-mode" in str(err.value)
+    settings(host_maddrs=["/ip4/127.0.0.1/tcp/0"], initial_peers=remote, dht_client_mode=True)
+    settings(host_maddrs=["/ip4/0.0.0.0/tcp/0"], initial_peers=remote)
+
+
 def _dead_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
