@@ -185,6 +185,7 @@ def test_trainer_partition_and_heal(swarm: LabSwarm, lab: Lab) -> None:
     victim = "t1"
     svc = swarm.services[victim]
     steps_before = len(swarm.steps(victim))
+    log_at_cut = len(svc.text())
     t_cut = time.time()
     lab.cut(victim)
     fail_fast(swarm, lab)  # test 5's trainer runs in this idle window (module budget)
@@ -192,6 +193,8 @@ def test_trainer_partition_and_heal(swarm: LabSwarm, lab: Lab) -> None:
     assert svc.alive, f"{victim} died while cut off\n{svc.text()[-3000:]}"
     during = [e for e in swarm.steps(victim)[steps_before:] if e["at"] - e["seconds"] > t_cut + FETCH_TIMEOUT + 2]
     assert not during, f"{victim} trained while it could see neither the chain nor the swarm: {during}"
+    assert re.search(r"not training on a stale stage|waiting for the coordinator's round state",
+                     svc.text()[log_at_cut:]), f"{victim} never said it was waiting:\n{svc.text()[log_at_cut:][-3000:]}"
     lab.cut(victim, down=False)
     t_heal = time.time()
 
