@@ -74,11 +74,13 @@ if [ -f web/ui/package.json ] && command -v npm >/dev/null; then
   fi
 fi
 
-# 5. test-only system packages: a real Chromium for browser tests, a real Prometheus server
+# 5. test-only system packages: a real Chromium for browser tests, a real Prometheus server, iptables for NAT
 if [ "$MODE" = "test" ]; then
   missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
+  # the NAT'd trainer of the network-namespace lab (tests/fixtures/netns.py)
+  command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || missing+=(iptables)
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       say "installing Debian packages: ${missing[*]}"
@@ -86,7 +88,7 @@ if [ "$MODE" = "test" ]; then
         || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } \
         || die "apt-get install ${missing[*]} failed"
     else
-      say "WARNING: ${missing[*]} missing and not root: run 'sudo apt-get install ${missing[*]}' (browser/Prometheus tests will fail)"
+      say "WARNING: ${missing[*]} missing and not root: run 'sudo apt-get install ${missing[*]}' (browser/Prometheus/netns-lab tests will fail)"
     fi
   fi
 fi

@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from hivemind_exp.identity import IdentityError, NodeIdentity, ensure_identity, load_identity
@@ -60,7 +61,7 @@ from hivemind_exp.swarm.records import (
     encode_wire,
     reassemble,
 )
-from hivemind_exp.swarm.settings import PROTOCOL_MAX_RECORD_BYTES, SIGNATURE_OVERHEAD_BYTES, SwarmSettings
+from hivemind_exp.swarm.settings import PROTOCOL_MAX_RECORD_BYTES, SIGNATURE_OVERHEAD_BYTES, SwarmSettings, _is_loopback
 from hivemind_exp.swarm.transport import SwarmClosedError, SwarmStartupError
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,54 @@ def _explain_startup(exc: BaseException, s: SwarmSettings, hosts: Sequence[str],
     return f"unexpected error from the DHT: {text}"
 
 
+def _tcp_target(maddr: str) -> tuple[str, int] | None:
+    m = re.match(r"^/(ip4|ip6|dns|dns4|dns6)/([^/]+)/tcp/(\d+)", maddr)
+    return (m.group(2), int(m.group(3))) if m else None
+
+
+def probe_bootnodes(s: SwarmSettings) -> str:
+    """Wait, with bounded retries and backoff, until one bootnode accepts a TCP connection.
+
+    hivemind's own bootstrap can sit in a dial for its whole startup timeout and then fail with
+    a vague message; this probe fails fast, logs one line per attempt, and ends in a
+    `SwarmStartupError` naming initial_peers. Returns the bootnode that answered. Bootnodes
+    with no TCP address (e.g. QUIC only) are left to hivemind.
+    """
+    import socket
+
+    targets = [(m, t) for m in s.initial_peers if (t := _tcp_target(m)) is not None]
+    if not targets:
+        return ""
+    delay = s.dht_startup_backoff
+    attempts = s.dht_startup_retries + 1
+    errors: dict[str, str] = {}
+    for attempt in range(1, attempts + 1):
+        for maddr, (host, port) in targets:
+            try:
+                socket.create_connection((host, port), timeout=s.dht_bootnode_probe_timeout).close()
+                if attempt > 1:
+                    log.info("swarm bootnode probe: attempt %d/%d: %s accepts connections", attempt, attempts, maddr)
+                return maddr
+            except OSError as exc:
+                errors[maddr] = str(exc) or type(exc).__name__
+        last = attempt == attempts
+        # One structured line per attempt (event=bootnode_probe), for people and for log scrapers.
+        log.warning("event=bootnode_probe attempt=%d/%d reachable=0/%d next_retry_s=%s: no bootnode accepted a TCP "
+                    "connection within %.1fs (%s)", attempt, attempts, len(targets),
+                    "none" if last else f"{delay:.1f}", s.dht_bootnode_probe_timeout,
+                    "; ".join(f"{m}: {e}" for m, e in errors.items()))
+        if not last:
+            time.sleep(delay)
+            delay *= 2
+    raise SwarmStartupError(
+        f"Could not reach any bootnode after {attempts} attempt(s): none of the bootnodes accepted a TCP connection "
+        f"(initial_peers={[m for m, _ in targets]}: "
+        f"{'; '.join(f'{m}: {e}' for m, e in errors.items())}). Check that the coordinator runs and that this "
+        f"machine can reach its address and port (firewall, VPN, a 127.0.0.1 address of another machine), or fix "
+        f"initial_peers (flag --initial-peers, env RLSWARM_INITIAL_PEERS); more tries: --dht-startup-retries, "
+        f"--dht-startup-backoff; per-try wait: --dht-bootnode-probe-timeout")
+
+
 class HivemindTransport:
     """The `SwarmTransport` over a real hivemind DHT. Build it with `HivemindTransport.start(settings)`."""
 
@@ -153,6 +202,7 @@ class HivemindTransport:
         self._restart_hosts: list[str] = list(settings.host_maddrs)
         self._visible: list[str] = []
         self._known_maddrs: list[str] = []
+        self._last_remeet = time.monotonic()
         self._hb_name: str | None = None
         self._hb_wallet: str | None = None
         self._hb_eval: EvalSummary | None = None
@@ -176,6 +226,8 @@ class HivemindTransport:
         log.info("starting the swarm DHT as peer %s (listen %s; %s)", identity.peer_id, ", ".join(settings.host_maddrs),
                  f"joining via {len(settings.initial_peers)} bootnode(s)" if settings.initial_peers
                  else "no bootnodes: starting a new swarm")
+        if settings.initial_peers and settings.dht_bootnode_probe_timeout > 0:
+            probe_bootnodes(settings)
         attempts = [(list(settings.host_maddrs), list(settings.initial_peers), settings.dht_check_identity_free)]
         self._dht = self._start_with_retries(attempts, settings.dht_startup_retries)
         self._after_start()
@@ -389,6 +441,14 @@ class HivemindTransport:
 
     def visible_maddrs(self) -> list[str]:
         return list(self._visible)
+
+    def dialable_maddrs(self) -> list[str]:
+        """What this node tells other peers to dial: its visible addresses, loopback ones dropped when there are
+        others (127.0.0.1 in a directory entry would send a remote peer to its own machine)."""
+        if self._s.dht_client_mode:
+            return []  # a client-mode node is one others cannot dial (behind NAT): it makes every connection itself
+        outside = [m for m in self._visible if not _is_loopback(m)]
+        return outside or list(self._visible)
 
     def is_alive(self) -> bool:
         dht = self._dht
@@ -852,8 +912,9 @@ class HivemindTransport:
             self._hb_eval = evaluation
         if sapo is not None:
             self._hb_sapo = sapo
+        self.remeet()
         wire = HeartbeatWire(peer_id=self.peer_id, name=self._hb_name, wallet=self._hb_wallet,
-                             last_seen=time.time(), maddrs=self._visible[:8], evaluation=self._hb_eval,
+                             last_seen=time.time(), maddrs=self.dialable_maddrs()[:8], evaluation=self._hb_eval,
                              sapo=self._hb_sapo)
         ok = self._store_wires([(keys.peers_key(self._ns), "", wire)], self._s.dht_peer_ttl,
                                self._s.dht_publish_timeout)
@@ -919,6 +980,32 @@ class HivemindTransport:
         maddrs = self._connected_maddrs()
         if maddrs:
             self._remember_maddrs(maddrs)
+
+    def remeet(self, force: bool = False) -> int:
+        """Re-dial known peers that are missing from the DHT's routing table; returns how many answered.
+
+        hivemind drops a peer from its routing table after one unanswered request and never looks
+        for it again, so after a partition heals both sides stay strangers (and a node whose table
+        emptied sees no one). At most every dht_remeet_seconds unless forced.
+        """
+        from hivemind_exp.swarm.validator import remeet
+
+        every = self._s.dht_remeet_seconds
+        now = time.monotonic()
+        if not force and (every <= 0 or now - self._last_remeet < every):
+            return 0
+        self._last_remeet = now
+        own = f"/p2p/{self.peer_id}"
+        maddrs = [m for m in dict.fromkeys(list(self._s.initial_peers) + self._known_maddrs) if not m.endswith(own)]
+        if not maddrs:
+            return 0
+        timeout = self._s.dht_rpc_timeout
+        deadline = time.monotonic() + 2 * timeout + 2
+        [met] = self._run([_Call("run_coroutine", dict(coro=partial(remeet, maddrs=maddrs, timeout=timeout)),
+                                 _MESSAGE_OVERHEAD + sum(len(m) for m in maddrs))], deadline)
+        if isinstance(met, int) and met:
+            log.info("event=remeet met=%d: re-joined peer(s) that had dropped out of the routing table", met)
+        return met if isinstance(met, int) else 0
 
     def _remember_maddrs(self, maddrs: Iterable[str]) -> None:
         # Fallback bootnodes for a restart when the configured ones are gone.

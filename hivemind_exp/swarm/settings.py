@@ -26,6 +26,10 @@ PROTOCOL_MAX_RECORD_BYTES = 12 * 1024
 SIGNATURE_OVERHEAD_BYTES = 1024
 
 
+def _is_loopback(maddr: str) -> bool:
+    return bool(re.match(r"^/(ip4/127\.|ip6/::1(/|$)|dns4?/localhost/)", maddr))
+
+
 class SwarmSettings(ServiceSettings):
     """The swarm transport over a Hivemind DHT."""
 
@@ -56,6 +60,14 @@ class SwarmSettings(ServiceSettings):
         3, ge=0, le=20, description="extra DHT start attempts after a failed one (at start and after a crash)")
     dht_startup_backoff: float = Field(
         2.0, ge=0, le=120, description="seconds before the first retry; doubles on each further retry")
+    dht_bootnode_probe_timeout: float = Field(
+        5.0, ge=0, le=120,
+        description="before starting the DHT, seconds to wait for a TCP connection to a bootnode (each attempt; "
+        "retried dht_startup_retries times with backoff); 0: no probe")
+    dht_remeet_seconds: float = Field(
+        30.0, ge=0, le=3600,
+        description="how often to re-dial known peers that dropped out of the routing table (after a network "
+        "partition heals hivemind does not find them again by itself); 0: never")
     dht_check_identity_free: bool = Field(
         True, description="at start, check that no live peer already uses this identity (slower start; "
         "restarts after a crash skip it)")
@@ -133,6 +145,23 @@ class SwarmSettings(ServiceSettings):
     @classmethod
     def _check_namespace(cls, value: str) -> str:
         return check_namespace(value)
+
+    @model_validator(mode="after")
+    def _announce_reachable(self) -> "SwarmSettings":
+        # A loopback announce address is dialable from this machine only: remote peers would try their own host.
+        remote = [p for p in self.initial_peers if not _is_loopback(p)]
+        loop = [a for a in self.announce_maddrs if _is_loopback(a)]
+        if remote and loop:
+            raise ValueError(f"announce_maddrs {loop} are loopback addresses, but the bootnodes {remote} are on "
+                             f"other machines and could never dial them back; set announce_maddrs (flag "
+                             f"--announce-maddrs, env RLSWARM_ANNOUNCE_MADDRS) to an address they reach, e.g. "
+                             f"/ip4/<this machine's LAN or public IP>/tcp/PORT, or leave it empty")
+        if remote and not self.dht_client_mode and not self.announce_maddrs and all(map(_is_loopback, self.host_maddrs)):
+            raise ValueError(f"host_maddrs {self.host_maddrs} listen on loopback only, but the bootnodes {remote} are "
+                             f"on other machines and could never reach this node; listen on an address they reach "
+                             f"(flag --host-maddrs, env RLSWARM_HOST_MADDRS), e.g. /ip4/0.0.0.0/tcp/38331, or join "
+                             f"as a client with --dht-client-mode (behind NAT)")
+        return self
 
     @model_validator(mode="after")
     def _payload_vs_record(self) -> "SwarmSettings":

@@ -135,6 +135,40 @@ async def connected_maddrs(_dht: object, node: object) -> list[str]:
     return out
 
 
+async def remeet(_dht: object, node: object, *, maddrs: list[str], timeout: float) -> int:
+    """``DHT.run_coroutine`` target: dial and ping the peers of ``maddrs`` not in the routing table.
+
+    A ping that is answered puts the peer back in our table and (we being a full node) us in
+    theirs. Returns how many answered.
+    """
+    import asyncio
+
+    from hivemind.p2p import PeerID
+    from hivemind.utils.multiaddr import Multiaddr  # not `multiaddr`: hivemind's copy is the one its client takes
+
+    by_peer: dict[str, list[str]] = {}
+    for m in maddrs:
+        addr, sep, peer = m.rpartition("/p2p/")
+        if sep and addr:
+            by_peer.setdefault(peer, []).append(addr)
+    table = node.protocol.routing_table  # type: ignore[attr-defined]
+
+    async def one(peer: str, addrs: list[str]) -> bool:
+        try:
+            peer_id = PeerID.from_base58(peer)
+            if peer_id == node.peer_id or peer_id in table:  # type: ignore[attr-defined]
+                return False
+            await asyncio.wait_for(node.p2p._client.connect(peer_id, [Multiaddr(a) for a in addrs]),  # type: ignore[attr-defined]
+                                   timeout)
+            return await asyncio.wait_for(node.protocol.call_ping(peer_id), timeout) is not None  # type: ignore[attr-defined]
+        except Exception as exc:  # unreachable for now: the next round tries again
+            log.debug("remeet %s failed: %r", peer, exc)
+            return False
+
+    results = await asyncio.gather(*(one(p, a) for p, a in by_peer.items()))
+    return sum(results)
+
+
 async def store_batch(_dht: object, node: object, *, path: str, expiration: float) -> list[bool]:
     """``DHT.run_coroutine`` target: store ``[[key, subkey, value], ...]`` read from ``path``.
 
