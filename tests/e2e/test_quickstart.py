@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from hivemind_exp.paths import repo_root
-from tests.integration.test_swarm_round import free_block, free_port, group_alive
+from tests.fixtures.procs import free_block, free_port, group_alive
 
 pytestmark = [pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -27,6 +27,7 @@ from tests.fixtures.chain import (DeployedContract, deploy_fresh, event_log, min
                                   send_tx, set_automine)
 from tests.fixtures.login import (LoginChain, LoginServiceProc, SignedUpUser, login_chain,  # noqa: F401
                                   login_service, signed_up, start_login_service)
+from tests.fixtures.procs import wait_for
 
 pytestmark = pytest.mark.chain
 
@@ -38,13 +39,6 @@ def refused(name: str) -> Any:
     return pytest.raises(ChainRevert, match=rf"^{name}:")
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def next_round(owner: Any) -> None:

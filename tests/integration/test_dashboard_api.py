@@ -12,6 +12,7 @@ import pytest
 from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS
 from hivemind_exp.names import peer_name
 from tests.fixtures.chain import TcpProxy
+from tests.fixtures.procs import wait_for
 from tests.fixtures.web import (
     CURRENT_ROUND,
     CURRENT_STAGE,
@@ -26,15 +27,6 @@ from tests.fixtures.web import (
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
 
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
 
 
 def test_round_and_stage_from_the_coordinator_and_the_chain(dashboard: DashboardProc) -> None:

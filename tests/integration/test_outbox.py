@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,11 @@ from eth_account import Account
 from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS
 from hivemind_exp.chain.outbox import Outbox, OutboxCounts, OutboxWorker
 from tests.fixtures.chain import DeployedContract, event_log, nonce_of, register
+from tests.fixtures.procs import wait_for
 
 pytestmark = pytest.mark.chain
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_worker_confirms_skips_already_done_and_sorts_refusals(deployed_contract: DeployedContract,

@@ -17,17 +17,11 @@ from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS, AnvilProcess
 from hivemind_exp.chain.outbox import Outbox, OutboxWorker
 from hivemind_exp.chain.wallet import WalletChainClient
 from tests.fixtures.chain import TcpProxy, deploy_fresh, event_log, mine, nonce_of, register, set_automine
+from tests.fixtures.procs import wait_for
 
 pytestmark = pytest.mark.chain
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,15 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.fixtures.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = Path("/usr/bin/prometheus")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:

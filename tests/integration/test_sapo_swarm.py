@@ -9,17 +9,15 @@ the game and every peer's heartbeat carries its SAPO stats (what the dashboard s
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.swarm import swarm_settings
-from tests.integration.test_swarm_round import CLI, free_block, free_port, group_alive, node_env, wait_for
+from tests.fixtures.procs import CLI, free_block, free_port, group_alive, node_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 

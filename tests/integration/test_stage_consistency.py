@@ -21,7 +21,7 @@ import pytest
 
 from hivemind_exp.game import stage as game_stage
 from tests.fixtures.swarm import swarm_settings
-from tests.integration.test_swarm_round import CLI, free_block, free_port, group_alive, node_env, wait_for
+from tests.fixtures.procs import CLI, free_block, free_port, group_alive, node_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_swarm_round import CLI, free_block, node_env, wait_for
+from tests.fixtures.procs import CLI, free_block, node_env, wait_for
 
 pytestmark = [pytest.mark.slow]
 

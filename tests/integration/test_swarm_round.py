@@ -12,67 +12,14 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.fixtures.procs import CLI, free_block, free_port, group_alive, node_env, wait_for
 from tests.fixtures.swarm import swarm_settings
 
 pytestmark = [pytest.mark.slow]
-
-CLI = [sys.executable, "-m", "hivemind_exp.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_block(n: int) -> int:
-    """A port p such that p..p+n-1 look free."""
-    for _ in range(50):
-        base = free_port()
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
-
-
-def wait_for(predicate, timeout: float, what: str, procs: list[subprocess.Popen] = (), logs: list[Path] = (),
-             poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        for p in procs:
-            if p.poll() is not None and p.returncode != 0:
-                tails = "\n".join(f"--- {lp}\n{lp.read_text()[-3000:]}" for lp in logs if lp.exists())
-                raise AssertionError(f"a process exited with {p.returncode} while waiting for {what}\n{tails}")
-        time.sleep(poll)
-    tails = "\n".join(f"--- {lp}\n{lp.read_text()[-3000:]}" for lp in logs if lp.exists())
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
-
-
-def node_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "INFO"}
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_local_swarm_plays_a_full_round_on_chain(tmp_path, tiny_model_dir, tiny_profile):

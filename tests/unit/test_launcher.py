@@ -6,7 +6,6 @@ import io
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -14,12 +13,9 @@ import time
 import pytest
 
 from hivemind_exp.launcher import LaunchError, ServiceSpec, Supervisor, check_ports, http_ready, port_free, tcp_ready
+from tests.fixtures.procs import free_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive(pid: int) -> bool:
