@@ -15,7 +15,7 @@ from typing import Any
 
 from hivemind_exp.login_client import write_private_json
 
-from . import keystore, security
+from . import keystore, metrics, security
 from .chainpool import ChainPool, ChainProbe
 from .logs import event
 from .settings import LoginSettings
@@ -91,7 +91,14 @@ class LoginService:
         return user
 
     def sign_in(self, email: str, password: str) -> SignedIn:
-        return self.start_session(self.check_credentials(email, password))
+        try:
+            user = self.check_credentials(email, password)
+        except ServiceError as err:
+            metrics.sign_in("rejected" if err.status == 401 else "invalid")
+            raise
+        signed = self.start_session(user)
+        metrics.sign_in("success")
+        return signed
 
     def check_credentials(self, email: str, password: str) -> User:
         email = security.normalize_email(email)

@@ -163,6 +163,12 @@ def create_app(settings: LoginSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
+        from hivemind_exp.telemetry import setup_telemetry
+
+        try:  # sign-ins, API calls and relayed transactions (README "Metrics"); optional
+            setup_telemetry("modal-login", {"node_name": "login"})
+        except Exception as exc:  # noqa: BLE001 - metrics are optional, the login service is not
+            logging.getLogger("modal_login").warning("telemetry not started: %s", type(exc).__name__)
         svc.probe.ensure_started()
         yield
         svc.probe.stop()
@@ -179,6 +185,9 @@ def create_app(settings: LoginSettings) -> FastAPI:
     )
     app.state.service = svc
     app.state.settings = settings
+    from hivemind_exp.telemetry import Telemetry, instrument_fastapi
+
+    instrument_fastapi(app, Telemetry.login_metrics, service_name="modal-login")
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     # ------------------------------------------------------------------ helpers

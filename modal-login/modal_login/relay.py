@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from hivemind_exp.chain.errors import ChainConfigError, ChainError, ChainRevert, ChainUnavailable
 
+from . import metrics
 from .settings import LOCAL_CHAIN_ID, LoginSettings
 
 __all__ = ["ChainUnavailable", "ContractRejected", "Relay", "TxOutcome"]
@@ -155,6 +156,15 @@ class Relay:
 
     # -- writes --------------------------------------------------------------------
     def _transact(self, account: Any, call: str, args: Sequence[Any]) -> TxOutcome:
+        try:
+            out = self._transact_once(account, call, args)
+        except Exception as e:
+            metrics.transaction_failed(call, getattr(e, "name", None) or type(e).__name__)
+            raise
+        metrics.transaction_sent(call)
+        return out
+
+    def _transact_once(self, account: Any, call: str, args: Sequence[Any]) -> TxOutcome:
         from hivemind_exp.chain.wallet import WalletChainClient
 
         address = self.contract_address()

@@ -2,9 +2,9 @@
 
 1. `test_prometheus_scrapes_telemetry_endpoints`: two real processes in local
    (Prometheus) mode: one records trainer metrics through `TrainerMetrics` on its own
-   /metrics server, the other serves the real login app under uvicorn with
-   `instrument_fastapi`. Prometheus scrapes both; its HTTP API must return the series
-   with the peer/service labels and the values the processes recorded.
+   /metrics server, the other is the shipped login service (`rl-swarm login-server`), which
+   sets up its own telemetry; after a sign-up and two sign-ins Prometheus' HTTP API must
+   return the series with the peer/service labels and the values the processes recorded.
 2. `test_prometheus_scrapes_a_local_swarm` (slow): `rl-swarm up` with its metrics ports;
    Prometheus must see the trainers' reward, loss and tokens-per-second series with sane
    values, and the dashboard's request latency.
@@ -131,22 +131,6 @@ TRAINER_CHILD = textwrap.dedent(
     """
 )
 
-LOGIN_CHILD = textwrap.dedent(
-    """
-    import sys, uvicorn
-    from pathlib import Path
-    from modal_login.app import create_app
-    from modal_login.settings import LoginSettings
-    from hivemind_exp.telemetry import Telemetry, instrument_fastapi, setup_telemetry
-    port, data = int(sys.argv[1]), Path(sys.argv[2])
-    setup_telemetry("modal-login", {"node_name": "login"})
-    app = create_app(LoginSettings(data_dir=data, port=port))
-    instrument_fastapi(app, Telemetry.login_metrics, service_name="modal-login")
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-    """
-)
-
-
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen]]:
     started: list[subprocess.Popen] = []
@@ -173,8 +157,9 @@ def test_prometheus_scrapes_telemetry_endpoints(tmp_path: Path, procs: list[subp
     trainer_log = tmp_path / "trainer.log"
     trainer = _spawn(procs, trainer_log, sys.executable, "-c", TRAINER_CHILD, str(trainer_port), env=env)
     login_log = tmp_path / "login.log"
-    login = _spawn(procs, login_log, sys.executable, "-c", LOGIN_CHILD, str(login_port), str(tmp_path / "login-data"),
-                   env=env)
+    # The shipped service, as `rl-swarm up` and Compose start it (it sets up its own telemetry).
+    login = _spawn(procs, login_log, sys.executable, "-m", "hivemind_exp.cli", "login-server", "--port", str(login_port),
+                   "--data-dir", str(tmp_path / "login-data"), env=env)
     wait_http(f"http://127.0.0.1:{trainer_port}/metrics", 60, trainer, trainer_log)
     wait_http(f"http://127.0.0.1:{login_port}/metrics", 90, login, login_log)
     for path in ("/api/healthz", "/health", "/no/such/page"):
@@ -182,6 +167,15 @@ def test_prometheus_scrapes_telemetry_endpoints(tmp_path: Path, procs: list[subp
             urllib.request.urlopen(f"http://127.0.0.1:{login_port}{path}", timeout=10).close()
         except urllib.error.HTTPError:
             pass  # 404 (and 503 while no chain runs) are statuses worth recording too
+    account = json.dumps({"email": "scrape@example.com", "password": "a long enough password"}).encode()
+    for path, body in (("/api/auth/signup", account), ("/api/auth/signin", account),
+                       ("/api/auth/signin", account.replace(b"a long", b"a wrong"))):
+        req = urllib.request.Request(f"http://127.0.0.1:{login_port}{path}", data=body,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=30).close()
+        except urllib.error.HTTPError as err:
+            assert err.code == 401, err  # only the wrong password is refused
 
     prom = Prometheus(tmp_path, {"trainer": [f"127.0.0.1:{trainer_port}"], "login": [f"127.0.0.1:{login_port}"]})
     procs.append(prom.proc)
@@ -224,6 +218,9 @@ def test_prometheus_scrapes_telemetry_endpoints(tmp_path: Path, procs: list[subp
         'histogram_quantile(0.99, sum by (le) (http_server_request_duration_seconds_bucket{job="login"}))', 30
     )
     assert 0 < _value(p99) <= 10
+    (ok,) = prom.wait_for('rlswarm_login_sign_ins_total{result="success"}', 30)
+    (bad,) = prom.wait_for('rlswarm_login_sign_ins_total{result="rejected"}', 30)
+    assert (_value(ok), _value(bad)) == (1, 1)
     up = prom.query("up")
     assert {s["metric"]["job"]: _value(s) for s in up} == {"trainer": 1.0, "login": 1.0}
 
