@@ -15,47 +15,69 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hivemind_exp.game import stage as stages
 from hivemind_exp.settings import CoordinatorSettings
+
+if TYPE_CHECKING:
+    from hivemind_exp.chain.client import ChainClient
+    from hivemind_exp.swarm.transport import SwarmTransport
+    from hivemind_exp.telemetry import Telemetry, TrainerMetrics
 
 log = logging.getLogger(__name__)
 
 
 class Coordinator:
-    def __init__(self, settings: CoordinatorSettings, stop_event: threading.Event | None = None):
+    """The stage manager. Like `TrainerNode`, it takes its collaborators (transport, chain client,
+    clock) when given and builds the rest in `setup()`; `tick()` is one pass of its loop."""
+
+    def __init__(self, settings: CoordinatorSettings, stop_event: threading.Event | None = None, *,
+                 transport: SwarmTransport | None = None, chain: ChainClient | None = None,
+                 clock: Callable[[], float] = time.time, wait: Callable[[float], bool] | None = None,
+                 telemetry: bool = True):
         self.s = settings
         self.stop = stop_event or threading.Event()
-        self.transport: Any = None
-        self.chain: Any = None
-        self.telemetry: Any = None
-        self.metrics: Any = None
+        self.clock = clock  # wall time: deadlines are published as unix seconds
+        self.wait = wait or self.stop.wait  # sleeps between start-up lookups; True = stop now
+        self.transport: SwarmTransport | None = transport
+        self.chain: ChainClient | None = chain
+        self._telemetry_on = telemetry
+        self.telemetry: Telemetry | None = None
+        self.metrics: TrainerMetrics | None = None
         self.round = 0
         self.stage = 1
         self.stage_started = 0.0
         self.deadline = 0.0
         self.rounds_done = 0
+        self._last_publish = 0.0
 
     def setup(self) -> None:
-        from hivemind_exp.identity import ensure_identity, load_peer_id
-        from hivemind_exp.telemetry import setup_telemetry
+        if self.transport is not None:
+            peer_id = self.transport.peer_id
+        else:
+            from hivemind_exp.identity import ensure_identity, load_peer_id
 
-        ensure_identity(self.s.identity_path)
-        peer_id = load_peer_id(self.s.identity_path)
-        # The coordinator trusts its own round-state records (to resume after a restart).
-        settings = self.s.model_copy(update={"coordinator_peer_id": peer_id})
-        self.telemetry = setup_telemetry("rl-swarm-coordinator", {"peer_id": peer_id},
-                                         prometheus_port=self.s.metrics_port or None)
-        self.metrics = self.telemetry.trainer_metrics()
-        if self.s.chain_mode != "off":
+            ensure_identity(self.s.identity_path)
+            peer_id = load_peer_id(self.s.identity_path)
+        if self._telemetry_on:
+            from hivemind_exp.telemetry import setup_telemetry
+
+            self.telemetry = setup_telemetry("rl-swarm-coordinator", {"peer_id": peer_id},
+                                             prometheus_port=self.s.metrics_port or None)
+            self.metrics = self.telemetry.trainer_metrics()
+        if self.chain is None and self.s.chain_mode != "off":
             from hivemind_exp.chain.client import build_client
 
             self.chain = build_client(self.s)
+        if self.chain is not None:
             log.info("chain mode %s: round/stage authority is contract %s", self.s.chain_mode,
                      self.chain.contract_address)
-        self.transport = self._start_transport(settings)
+        if self.transport is None:
+            # The coordinator trusts its own round-state records (to resume after a restart).
+            self.transport = self._start_transport(self.s.model_copy(update={"coordinator_peer_id": peer_id}))
         maddrs = self.transport.visible_maddrs()
         log.info("coordinator peer %s listening; peers join with --initial-peers %s", peer_id,
                  maddrs[0] if maddrs else "(none)")
@@ -160,12 +182,12 @@ class Coordinator:
             prev = self.transport.fetch_round_state(timeout=5)
             if prev is not None:
                 return prev.round, prev.stage
-            if attempt < 3 and self.stop.wait(2.0):
+            if attempt < 3 and self.wait(2.0):
                 break
         return None
 
     def _begin_stage(self) -> None:
-        self.stage_started = time.time()
+        self.stage_started = self.clock()
         self.deadline = self.stage_started + self.s.stage_seconds
         self._save_state()
         self._publish()
@@ -174,6 +196,7 @@ class Coordinator:
             self.metrics.set_round(self.round, self.stage)
 
     def _publish(self) -> None:
+        self._last_publish = self.clock()
         ok = self.transport.publish_round_state(self.round, self.stage, self.deadline, game=self.s.game)
         if not ok:
             log.warning("round state (round %d stage %d) not confirmed by the DHT; will re-publish", self.round,
@@ -189,7 +212,7 @@ class Coordinator:
             got = self.transport.fetch_outputs(self.round, self.stage, timeout=3, peers=peers)
         return peers <= {p for p, recs in got.items() if recs}
 
-    def _advance(self) -> None:
+    def _advance(self) -> bool:
         if self.chain is not None:
             from hivemind_exp.chain.errors import ChainError
 
@@ -203,7 +226,7 @@ class Coordinator:
             except ChainError as err:
                 log.warning("updateStageAndRound failed (%s); keeping round %d stage %d and retrying", err,
                             self.round, self.stage)
-                return
+                return False
             new_round, new_stage = r, stages.from_chain(self.s.game, s0)
         else:
             last = self.s.stages_per_round
@@ -212,26 +235,31 @@ class Coordinator:
             self.rounds_done += 1
         self.round, self.stage = new_round, new_stage
         self._begin_stage()
+        return True
 
     def run(self) -> int:
-        last_publish = time.monotonic()
         while not self.stop.wait(1.0):
-            now = time.time()
-            if self.s.max_rounds is not None and self.rounds_done >= self.s.max_rounds:
-                log.info("%d round(s) done (--max-rounds); coordinator stopping", self.rounds_done)
+            if self.tick() == "finished":
                 return 0
-            early = (self.s.early_advance and now - self.stage_started >= self.s.min_stage_seconds
-                     and self._everyone_published())
-            if now >= self.deadline or early:
-                if early:
-                    log.info("every live peer published round %d stage %d; moving on early", self.round, self.stage)
-                self._advance()
-                last_publish = time.monotonic()
-            elif time.monotonic() - last_publish >= self.s.republish_seconds:
-                self._publish()
-                self._save_state()
-                last_publish = time.monotonic()
         return 0
+
+    def tick(self) -> str:
+        """One pass: "finished" (--max-rounds), "advanced", "chain-retry", "republished" or "waiting"."""
+        now = self.clock()
+        if self.s.max_rounds is not None and self.rounds_done >= self.s.max_rounds:
+            log.info("%d round(s) done (--max-rounds); coordinator stopping", self.rounds_done)
+            return "finished"
+        early = (self.s.early_advance and now - self.stage_started >= self.s.min_stage_seconds
+                 and self._everyone_published())
+        if now >= self.deadline or early:
+            if early:
+                log.info("every live peer published round %d stage %d; moving on early", self.round, self.stage)
+            return "advanced" if self._advance() else "chain-retry"
+        if now - self._last_publish >= self.s.republish_seconds:
+            self._publish()
+            self._save_state()
+            return "republished"
+        return "waiting"
 
     def shutdown(self) -> None:
         self.stop.set()

@@ -100,10 +100,6 @@ def http_ready(url: str) -> Callable[[], bool]:
     return check
 
 
-def file_ready(path: Path) -> Callable[[], bool]:
-    return path.is_file
-
-
 def log_ready(path: Path, text: str) -> Callable[[], bool]:
     """Ready once `text` appears in the log after the point where it ends now (logs are appended)."""
     start = path.stat().st_size if path.exists() else 0

@@ -1,8 +1,9 @@
 """HTTP client of the login service, used by `rl-swarm login` and by the trainer.
 
 - `LoginClient`: sign up / sign in (JSON API, session cookie), activate or revoke the
-  trainer's API key, read the key's status, and the trainer's relay calls
-  (register-peer, submit-reward, submit-winner) with `Authorization: Bearer <key>`.
+  trainer's API key, read the key's status and the user's wallet address. The relayed
+  contract calls (register-peer, submit-reward, submit-winner) are the chain back-end
+  `hivemind_exp.chain.relay.RelayChainClient`, not this class.
 - `wait_for_activation(login_url, org_id, timeout_s)`: what a trainer calls at start
   when it has no activated key yet: prints where to sign in, counts down, raises
   `ActivationTimeout` when the time is up.
@@ -211,27 +212,10 @@ class LoginClient:
         """'activated', 'pending' or 'revoked'; LoginError(status=404) for an unknown org."""
         return str(self._call("GET", "/api/get-api-key-status", params={"orgId": org_id})["status"])
 
-    def _write(self, path: str, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", path, json_body=body, headers={"Authorization": f"Bearer {api_key}"})
-
     def wallet_address(self, api_key: str, org_id: str) -> str:
         """The user's wallet: what a peer's registration proof must name (see `chain.proof`)."""
         return str(self._call("GET", "/api/wallet-address", params={"orgId": org_id},
                               headers={"Authorization": f"Bearer {api_key}"})["address"])
-
-    def register_peer(self, api_key: str, org_id: str, proof: Any) -> str:
-        """Register with a `chain.proof.PeerProof` made for `wallet_address()` (the contract checks it)."""
-        body = {"orgId": org_id, "peerId": proof.peer_id, "publicKey": "0x" + proof.public_key.hex(),
-                "signature": "0x" + proof.signature.hex()}
-        return str(self._write("/api/register-peer", api_key, body)["txHash"])
-
-    def submit_reward(self, api_key: str, org_id: str, round_number: int, stage_number: int, reward: int, peer_id: str) -> str:
-        body = {"orgId": org_id, "roundNumber": round_number, "stageNumber": stage_number, "reward": reward, "peerId": peer_id}
-        return str(self._write("/api/submit-reward", api_key, body)["txHash"])
-
-    def submit_winner(self, api_key: str, org_id: str, round_number: int, winners: list[str], peer_id: str) -> str:
-        body = {"orgId": org_id, "roundNumber": round_number, "winners": winners, "peerId": peer_id}
-        return str(self._write("/api/submit-winner", api_key, body)["txHash"])
 
 
 # ---------------------------------------------------------------------- waiting for a key

@@ -26,6 +26,7 @@ stage it finished (the node state says which).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -33,12 +34,25 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from hivemind_exp.data import DatasetSource, Problem, open_source, round_problems
+from hivemind_exp.events import EventSink
 from hivemind_exp.game import stage as stages
 from hivemind_exp.node_state import NodeState
 from hivemind_exp.settings import TrainerSettings
+
+if TYPE_CHECKING:  # types only: the node imports its heavy parts when it builds them
+    from hivemind_exp.chain.client import ChainClient
+    from hivemind_exp.chain.outbox import Outbox, OutboxWorker
+    from hivemind_exp.profiles import Profile
+    from hivemind_exp.sapo.game import SapoPlayer
+    from hivemind_exp.sapo.tasks import ReasoningGymSource
+    from hivemind_exp.swarm.records import EvalSummary, SapoStats
+    from hivemind_exp.swarm.transport import SwarmTransport
+    from hivemind_exp.telemetry import Telemetry, TrainerMetrics
+    from hivemind_exp.trainer.protocol import TrainingEngine
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +74,34 @@ class NodeError(RuntimeError):
 
 
 class TrainerNode:
-    def __init__(self, settings: TrainerSettings, stop_event: threading.Event | None = None):
+    """One trainer. The product passes only settings and `setup()` builds the rest; tests (and
+    in-process benchmarks) pass collaborators in: an in-memory transport, an anvil or scripted
+    chain client, a tiny engine, a list of events, a fake clock. `setup()` builds only what was
+    not given. `tick()` plays one step of the loop and says what it did."""
+
+    def __init__(self, settings: TrainerSettings, stop_event: threading.Event | None = None, *,
+                 transport: SwarmTransport | None = None, chain: ChainClient | None = None,
+                 engine: TrainingEngine | None = None, events: EventSink | None = None,
+                 clock: Callable[[], float] = time.time, telemetry: bool = True):
         self.s = settings
         self.stop = stop_event or threading.Event()
+        self.clock = clock  # wall time (unix seconds): stage deadlines are wall-clock times
         self.data_dir = Path(settings.data_dir)
         self.state_path = self.data_dir / STATE_FILE
         self.state = NodeState()
-        self.transport: Any = None
-        self.chain: Any = None
-        self.outbox: Any = None
-        self.outbox_worker: Any = None
-        self.engine: Any = None
+        self.transport: SwarmTransport | None = transport
+        self.chain: ChainClient | None = chain
+        self.engine: TrainingEngine | None = engine
+        self.events: EventSink | None = events
+        self._telemetry_on = telemetry  # off: no OpenTelemetry providers (several nodes in one process)
+        self.outbox: Outbox | None = None
+        self.outbox_worker: OutboxWorker | None = None
         self.dataset: DatasetSource | None = None
-        self.metrics: Any = None
-        self.telemetry: Any = None
-        self.held_out: list[Problem] = []
-        self.evaluation: Any = None  # latest EvalSummary, repeated in every heartbeat
-        self.sapo_stats: Any = None  # latest SapoStats, likewise
+        self.metrics: TrainerMetrics | None = None
+        self.telemetry: Telemetry | None = None
+        self.held_out: list[Any] = []  # Problem (three-stage) or TaskProblem (SAPO)
+        self.evaluation: EvalSummary | None = None  # latest, repeated in every heartbeat
+        self.sapo_stats: SapoStats | None = None  # latest SAPO round, likewise
         self.questions_per_round = 1
         self._last_clock: StageClock | None = None
         self._wait_note: tuple[Any, ...] | None = None
@@ -84,19 +109,15 @@ class TrainerNode:
         self._heartbeat_thread: threading.Thread | None = None
         self.rounds_finished = 0
         self._drops_reported: dict[str, int] = {}
-        self.events: Any = None
-        self.profile: Any = None  # the device profile chosen in _setup_engine
+        self.profile: Profile | None = None  # the device profile chosen in _setup_engine
         self.peer_seed = 0
-        self.sapo: Any = None  # SapoPlayer, with --game sapo
-        self.task_source: Any = None  # ReasoningGymSource, with --game sapo
+        self.sapo: SapoPlayer | None = None  # with --game sapo
+        self.task_source: ReasoningGymSource | None = None  # with --game sapo
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
-        from hivemind_exp.identity import ensure_identity, load_peer_id
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        ensure_identity(self.s.identity_path)
-        peer_id = load_peer_id(self.s.identity_path)
+        peer_id = self._identity()
         self.state = NodeState.load(self.state_path)
         if self.state.peer_id and self.state.peer_id != peer_id:
             raise NodeError(f"{self.data_dir} belongs to peer {self.state.peer_id}, but {self.s.identity_path} is peer "
@@ -104,20 +125,33 @@ class TrainerNode:
         self.state.peer_id = peer_id
         from hivemind_exp.names import peer_name
 
-        log.info("node identity: peer %s (%s) from %s", peer_id, peer_name(peer_id), self.s.identity_path)
-        from hivemind_exp.events import EVENTS_FILE, JsonlEvents
+        log.info("node identity: peer %s (%s)", peer_id, peer_name(peer_id))
+        if self.events is None:
+            from hivemind_exp.events import EVENTS_FILE, JsonlEvents
 
-        self.events = JsonlEvents(self.data_dir / EVENTS_FILE)
-        self._setup_telemetry(peer_id)
+            self.events = JsonlEvents(self.data_dir / EVENTS_FILE)
+        if self._telemetry_on:
+            self._setup_telemetry(peer_id)
         self._setup_hub()
         self._setup_chain(peer_id)
         self._setup_engine()
         self._setup_dataset()
-        self._setup_transport()
+        if self.transport is None:
+            self._setup_transport()
         if self.s.game == "sapo":
             self._setup_sapo()
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._heartbeat_thread.start()
+
+    def _identity(self) -> str:
+        """This node's peer ID: the given transport's, else the identity file's (made on first start)."""
+        if self.transport is not None:
+            return self.transport.peer_id
+        from hivemind_exp.identity import ensure_identity, load_peer_id
+
+        ensure_identity(self.s.identity_path)
+        log.info("identity file %s", self.s.identity_path)
+        return load_peer_id(self.s.identity_path)
 
     def _setup_telemetry(self, peer_id: str) -> None:
         from hivemind_exp.names import peer_name
@@ -141,12 +175,22 @@ class TrainerNode:
         log.info("will push the model to https://huggingface.co/%s as %s", self.s.hub_model_id, who)
 
     def _setup_chain(self, peer_id: str) -> None:
-        if self.s.chain_mode == "off":
+        if self.chain is None and self.s.chain_mode == "off":
             log.info("chain mode off: round/stage from the coordinator's DHT record; no on-chain submissions")
             return
+        if self.chain is None:
+            self.chain = self._register_on_chain(peer_id)
+        from hivemind_exp.chain.outbox import OUTBOX_FILENAME, Outbox, OutboxWorker
+
+        on_failure = self.metrics.record_submission_failure if self.metrics is not None else None
+        self.outbox = Outbox(self.data_dir / OUTBOX_FILENAME)
+        self.outbox_worker = OutboxWorker(self.outbox, self.chain, base_delay=self.s.outbox_base_delay,
+                                          max_delay=self.s.outbox_max_delay, on_failure=on_failure).start()
+
+    def _register_on_chain(self, peer_id: str) -> ChainClient:
+        """Build the settings' chain client and register this peer (with proof of its key)."""
         from hivemind_exp.chain.client import build_client, ensure_registered
         from hivemind_exp.chain.errors import ChainError
-        from hivemind_exp.chain.outbox import OUTBOX_FILENAME, Outbox, OutboxWorker
         from hivemind_exp.chain.proof import PeerKey
         from hivemind_exp.identity import load_identity
 
@@ -157,12 +201,12 @@ class TrainerNode:
             from hivemind_exp.login_client import wait_for_activation
 
             wait_for_activation(self.s.login_url, self.s.org_id, self.s.api_key_wait_seconds)
-        self.chain = build_client(self.s)
+        chain = build_client(self.s)
         deadline = time.monotonic() + 120
         delay = 1.0
         while True:
             try:
-                tx = ensure_registered(self.chain, peer_key)
+                tx = ensure_registered(chain, peer_key)
                 break
             except ChainError as err:
                 if getattr(err, "error_name", None) == "PeerIdAlreadyRegistered" or time.monotonic() > deadline:
@@ -172,10 +216,8 @@ class TrainerNode:
                     raise NodeError("stopped while registering on chain") from None
                 delay = min(delay * 2, 15)
         log.info("peer %s %s on chain %s (wallet %s)", peer_id, f"registered (tx {tx})" if tx else "already registered",
-                 self.chain.contract_address, self.chain.account_address(peer_id))
-        self.outbox = Outbox(self.data_dir / OUTBOX_FILENAME)
-        self.outbox_worker = OutboxWorker(self.outbox, self.chain, base_delay=self.s.outbox_base_delay,
-                                          max_delay=self.s.outbox_max_delay).start()
+                 chain.contract_address, chain.account_address(peer_id))
+        return chain
 
     def _setup_engine(self) -> None:
         from hivemind_exp.model_source import load_model_and_tokenizer
@@ -192,6 +234,13 @@ class TrainerNode:
         peer_seed = int.from_bytes(hashlib.sha256(f"{self.s.swarm_seed}:{self.state.peer_id}".encode()).digest()[:4], "big")
         self.profile = profile
         self.peer_seed = peer_seed
+        latest = self._latest_checkpoint()
+        if self.engine is not None:  # given: its params are the caller's; only its weights resume here
+            if latest is not None:
+                log.info("resuming the given engine from checkpoint %s", latest)
+                self.engine.restore(latest)
+            self.engine.should_stop = self.stop.is_set
+            return
         overrides: dict[str, Any] = {"seed": peer_seed, "num_threads": self.s.torch_threads}
         if self.s.game == "sapo":
             if self.s.sapo_completions is not None:
@@ -199,7 +248,6 @@ class TrainerNode:
             if self.s.sapo_max_completion_length is not None:
                 overrides["max_completion_length"] = self.s.sapo_max_completion_length
         params = GRPOParams.from_mapping({**profile.grpo.model_dump(), **overrides}, source=str(path))
-        latest = self._latest_checkpoint()
         if latest is not None:
             log.info("resuming from checkpoint %s (finished round %s stage %s)", latest,
                      *(self.state.last_done or ("?", "?")))
@@ -338,47 +386,67 @@ class TrainerNode:
             return None
         return StageClock(dht_state.round, dht_state.stage, dht_state.stage_deadline_unix, "dht")
 
+    def _span(self, name: str, attributes: dict[str, Any]) -> Any:
+        """A trace span when telemetry is on (exported with OTEL_TRACES_EXPORTER), else nothing."""
+        if self.telemetry is None:
+            return contextlib.nullcontext()
+        return self.telemetry.span(name, attributes)
+
     def _note_wait(self, key: tuple[Any, ...], msg: str, *args: Any) -> None:
         if self._wait_note != key:
             log.info(msg, *args)
             self._wait_note = key
 
     # ------------------------------------------------------------------ main loop
+    # Outcomes of `tick()`; the first group means "nothing to do yet: wait a poll interval".
+    WAITING = ("no-round-state", "other-game", "stale-stage", "stage-done")
+    PLAYED = ("trained", "skipped", "interrupted")
+    FINISHED = "finished"
+
     def run(self) -> int:
         while not self.stop.is_set():
-            clock = self.read_clock()
-            if clock is None and self.foreign_game:
-                self._note_wait(("game", self.foreign_game), "the coordinator plays the %s game but this node is set "
-                                "to %s: restart it with --game %s", self.foreign_game, self.s.game, self.foreign_game)
-                self.stop.wait(self.s.poll_seconds)
-                continue
-            if clock is None:
-                self._note_wait(("none",), "waiting for the coordinator's round state on the DHT")
-                self.stop.wait(self.s.poll_seconds)
-                continue
-            if self.metrics:
-                self.metrics.set_round(clock.round, clock.stage)
-            self._finish_rounds_before(clock.round)
-            if self.s.max_rounds is not None and self.rounds_finished >= self.s.max_rounds:
-                log.info("finished %d round(s) (--max-rounds); stopping", self.rounds_finished)
+            outcome = self.tick()
+            if outcome == self.FINISHED:
                 self.drain_outbox(timeout=120)
                 return 0
-            if clock.deadline is not None and time.time() > clock.deadline + self.s.stage_stale_seconds:
-                self._note_wait((clock.round, clock.stage, "stale"),
-                                "round %d stage %d ended %.0f s ago and the coordinator has not moved on; waiting "
-                                "(not training on a stale stage)", clock.round, clock.stage, time.time() - clock.deadline)
+            if outcome in self.WAITING:
                 self.stop.wait(self.s.poll_seconds)
-                continue
-            if self.state.done(clock.round, clock.stage):
-                self._note_wait((clock.round, clock.stage, "done"), "round %d stage %d done; waiting for the next stage",
-                                clock.round, clock.stage)
-                self.stop.wait(self.s.poll_seconds)
-                continue
-            if self.sapo is not None:
-                self.run_sapo_round(clock.round, clock.deadline)
-            else:
-                self.run_stage(clock.round, clock.stage)
         return 0
+
+    def tick(self) -> str:
+        """One pass of the loop: read the clock, vote on finished rounds, play the stage if it is due."""
+        clock = self.read_clock()
+        if clock is None and self.foreign_game:
+            self._note_wait(("game", self.foreign_game), "the coordinator plays the %s game but this node is set "
+                            "to %s: restart it with --game %s", self.foreign_game, self.s.game, self.foreign_game)
+            return "other-game"
+        if clock is None:
+            self._note_wait(("none",), "waiting for the coordinator's round state on the DHT")
+            return "no-round-state"
+        if self.metrics:
+            self.metrics.set_round(clock.round, clock.stage)
+        self._finish_rounds_before(clock.round)
+        if self.s.max_rounds is not None and self.rounds_finished >= self.s.max_rounds:
+            log.info("finished %d round(s) (--max-rounds); stopping", self.rounds_finished)
+            return self.FINISHED
+        now = self.clock()
+        if clock.deadline is not None and now > clock.deadline + self.s.stage_stale_seconds:
+            self._note_wait((clock.round, clock.stage, "stale"),
+                            "round %d stage %d ended %.0f s ago and the coordinator has not moved on; waiting "
+                            "(not training on a stale stage)", clock.round, clock.stage, now - clock.deadline)
+            return "stale-stage"
+        if self.state.done(clock.round, clock.stage):
+            self._note_wait((clock.round, clock.stage, "done"), "round %d stage %d done; waiting for the next stage",
+                            clock.round, clock.stage)
+            return "stage-done"
+        with self._span("stage", {"round": clock.round, "stage": clock.stage, "game": self.s.game}):
+            if self.sapo is not None:
+                played = self.run_sapo_round(clock.round, clock.deadline)
+            else:
+                played = self.run_stage(clock.round, clock.stage)
+        if played:
+            return "trained"
+        return "skipped" if self.state.done(clock.round, clock.stage) else "interrupted"
 
     def round_problems(self, round_no: int) -> list[Problem]:
         exclude = frozenset(p.qid for p in self.held_out)
@@ -501,7 +569,7 @@ class TrainerNode:
             self.metrics.record_fetched(out.candidates)
         self.transport.publish_reward(round_no, 1, float(out.mean_reward))
         # The heartbeat thread carries these to dashboards from its next beat on.
-        self.sapo_stats = self.sapo.stats(out, time.time(), sum(self.transport.drop_counts().values()))
+        self.sapo_stats = self.sapo.stats(out, self.clock(), sum(self.transport.drop_counts().values()))
         if self.outbox is not None:
             from hivemind_exp.chain.rewards import points_to_chain
 
@@ -583,7 +651,7 @@ class TrainerNode:
 
             # The heartbeat thread carries it to dashboards from its next beat on.
             self.evaluation = EvalSummary(round=round_no, accuracy=float(res.accuracy),
-                                          format_rate=float(res.format_rate), problems=res.n, at=time.time())
+                                          format_rate=float(res.format_rate), problems=res.n, at=self.clock())
             if self.metrics:
                 self.metrics.record_eval(res.accuracy, res.format_rate)
         if self.s.push_to_hub and self.state.checkpoint:
@@ -623,20 +691,25 @@ class TrainerNode:
         name = peer_name(self.state.peer_id)
         while not self.stop.is_set():
             try:
-                self.transport.heartbeat(name=name, wallet=wallet, evaluation=self.evaluation, sapo=self.sapo_stats)
-                if self.metrics:
-                    self.metrics.set_dht_peers(len(self.transport.list_peers(timeout=5)))
-                    drops = self.transport.drop_counts()
-                    for reason, n in drops.items():
-                        delta = n - self._drops_reported.get(reason, 0)
-                        if delta > 0:
-                            self.metrics.record_dropped(reason, delta)
-                    self._drops_reported = dict(drops)
-                    if self.outbox is not None:
-                        self.metrics.set_outbox_depth(self.outbox.counts().pending)
+                self.heartbeat_once(name, wallet)
             except Exception as err:  # noqa: BLE001 - heartbeats retry on the next tick
                 log.debug("heartbeat failed: %s", err)
             self.stop.wait(self.s.heartbeat_seconds)
+
+    def heartbeat_once(self, name: str | None = None, wallet: str | None = None) -> None:
+        """Announce this node (with its latest evaluation and SAPO stats) and refresh the gauges."""
+        self.transport.heartbeat(name=name, wallet=wallet, evaluation=self.evaluation, sapo=self.sapo_stats)
+        if not self.metrics:
+            return
+        self.metrics.set_dht_peers(len(self.transport.list_peers(timeout=5)))
+        drops = self.transport.drop_counts()
+        for reason, n in drops.items():
+            delta = n - self._drops_reported.get(reason, 0)
+            if delta > 0:
+                self.metrics.record_dropped(reason, delta)
+        self._drops_reported = dict(drops)
+        if self.outbox is not None:
+            self.metrics.set_outbox_depth(self.outbox.counts().pending)
 
     def shutdown(self) -> None:
         self.stop.set()

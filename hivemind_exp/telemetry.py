@@ -312,9 +312,6 @@ class TrainerMetrics:
         if stage is not None:
             self._stage.set(int(stage))
 
-    def set_stage(self, stage: int) -> None:
-        self._stage.set(int(stage))
-
     def record_reward(self, stage: int, reward: float) -> None:
         """One reward (or a batch mean): feeds the per-stage histogram and the last-value gauge."""
         if not math.isfinite(reward):

@@ -219,7 +219,8 @@ class OutboxWorker:
 
     def __init__(self, outbox: Outbox, client: ChainClient, *, base_delay: float = 1.0, max_delay: float = 60.0,
                  poll_interval: float = 1.0, max_not_yet_attempts: int = 30,
-                 on_change: Callable[[OutboxCounts], None] | None = None):
+                 on_change: Callable[[OutboxCounts], None] | None = None,
+                 on_failure: Callable[[str, str], None] | None = None):
         if base_delay <= 0 or max_delay < base_delay:
             raise ValueError("need 0 < base_delay <= max_delay")
         self.outbox = outbox
@@ -229,6 +230,7 @@ class OutboxWorker:
         self.poll_interval = poll_interval
         self.max_not_yet_attempts = max_not_yet_attempts
         self.on_change = on_change
+        self.on_failure = on_failure  # (method, reason) per failed send: the submission-failure metric
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -325,10 +327,18 @@ class OutboxWorker:
         delay = min(self.max_delay, self.base_delay * (2 ** max(0, attempts)))
         return delay * self._rng.uniform(0.8, 1.2)
 
+    def _failed(self, entry: OutboxEntry, reason: str) -> None:
+        if self.on_failure is not None:
+            try:
+                self.on_failure("submit_reward" if entry.kind == "reward" else "submit_winners", reason)
+            except Exception as err:  # noqa: BLE001 - a metrics hook must not stop delivery
+                log.debug("outbox on_failure hook: %s", err)
+
     def _process(self, entry: OutboxEntry) -> Literal["settled", "later", "down"]:
         try:
             return self._send(entry)
         except ChainUnavailable as exc:
+            self._failed(entry, "unavailable")
             delay = self._backoff(self._down_streak)
             self._down_streak += 1
             log.warning("chain outbox: %s (entry %d); retrying in %.1fs", exc, entry.id, delay)
@@ -340,6 +350,7 @@ class OutboxWorker:
             if exc.already_done:
                 self.outbox.mark_confirmed(entry.id, None, f"already on chain ({exc.error_name})")
                 return "settled"
+            self._failed(entry, exc.error_name or "reverted")
             if exc.retryable and entry.attempts + 1 < self.max_not_yet_attempts:
                 delay = self._backoff(entry.attempts)
                 log.info("chain outbox: entry %d refused for now (%s); retrying in %.1fs", entry.id, exc, delay)
@@ -349,6 +360,7 @@ class OutboxWorker:
             self.outbox.mark_failed(entry.id, str(exc))
             return "settled"
         except ChainError as exc:
+            self._failed(entry, type(exc).__name__)
             if exc.retryable:
                 delay = self._backoff(entry.attempts)
                 log.warning("chain outbox: entry %d: %s; retrying in %.1fs", entry.id, exc, delay)

@@ -48,7 +48,9 @@ def test_trainer_flow_on_chain(login_chain: LoginChain, login_service: LoginServ
     assert (r.status_code, r.json()["error"]) == (400, "InvalidPeerProof"), r.text
     assert reader.eoa_of(peer) is None
     body = register_body(u.org_id, u.address, login_chain.address, key)
-    tx_hash = u.client.register_peer(u.api_key, u.org_id, key.prove(reader.chain_id(), login_chain.address, u.address))
+    r = post(svc, "/api/register-peer", body, u.api_key)
+    assert r.status_code == 200, r.text
+    tx_hash = r.json()["txHash"]
     assert tx_hash.startswith("0x") and len(tx_hash) == 66
     assert reader.eoa_of(peer) == u.address and reader.peer_ids_of(u.address) == [peer]
     me = u.client._call("GET", "/api/auth/me")
