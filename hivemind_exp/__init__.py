@@ -20,7 +20,8 @@ Map of the package (each module's own docstring says more):
 - ``launcher``       ``rl-swarm up``: starts every local service as its own process.
 - ``login_client``   HTTP client of the login service: headless sign-in, API-key wait.
 - ``hub``            optional push to the Hugging Face hub (token checked at start).
-- ``node_state``     the node's durable round state; atomic file writes.
+- ``node_state``     the node's durable round state (what it finished and published).
+- ``fileio``         the one atomic file write (temp file, fsync, rename; mode set first).
 - ``evaluation``     greedy evaluation of a checkpoint (accuracy, format rate).
 - ``names``          stable human-readable peer names (adjective-adjective-animal).
 - ``telemetry``      OpenTelemetry metrics (OTLP or a Prometheus endpoint).

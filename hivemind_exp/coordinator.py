@@ -85,7 +85,7 @@ class Coordinator:
         if self.s.bootnode_file:
             import json
 
-            from hivemind_exp.node_state import atomic_write_text
+            from hivemind_exp.fileio import atomic_write_text
 
             atomic_write_text(Path(self.s.bootnode_file), json.dumps({"peer_id": peer_id, "maddrs": maddrs}))
         print(f"coordinator ready: {' '.join(maddrs)}", flush=True)
@@ -125,7 +125,7 @@ class Coordinator:
             return
         import json
 
-        from hivemind_exp.node_state import atomic_write_text
+        from hivemind_exp.fileio import atomic_write_text
 
         peers: list[str] = []
         try:

@@ -16,9 +16,7 @@ Only the standard library and httpx; httpx is imported inside the functions that
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,28 +72,11 @@ class ApiKey:
 # ---------------------------------------------------------------------------------- files
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (tmp file in the same folder + os.replace) with mode 0600.
+    """Write JSON atomically with mode 0600 (see `hivemind_exp.fileio`): never half a file,
+    never readable by others."""
+    from hivemind_exp.fileio import atomic_write_text
 
-    The tmp file is created 0600 before any byte is written, so the secret is never
-    readable by others even for an instant, and a reader never sees half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

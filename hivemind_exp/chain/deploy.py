@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -48,14 +46,9 @@ class Deployment:
     deployed_at: str
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename: a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(prefix=".deployment-", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(self), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        from hivemind_exp.fileio import atomic_write_text
+
+        atomic_write_text(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Deployment":

@@ -39,7 +39,7 @@ def _local_key(index: int) -> tuple[str, str]:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    from hivemind_exp.node_state import atomic_write_text
+    from hivemind_exp.fileio import atomic_write_text
 
     if not path.exists() or path.read_text().strip() != text:
         atomic_write_text(path, text + "\n", mode=0o600)

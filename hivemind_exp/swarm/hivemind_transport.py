@@ -207,8 +207,6 @@ class HivemindTransport:
         self._hb_wallet: str | None = None
         self._hb_eval: EvalSummary | None = None
         self._hb_sapo: SapoStats | None = None
-        self._hb_stop = threading.Event()
-        self._hb_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -392,9 +390,6 @@ class HivemindTransport:
 
     def close(self) -> None:
         """Leave the swarm: stop the heartbeat thread, the DHT process and its daemon. Safe to call twice."""
-        self._hb_stop.set()
-        if self._hb_thread is not None and self._hb_thread is not threading.current_thread():
-            self._hb_thread.join(timeout=self._s.dht_publish_timeout + 5)
         with self._lifecycle:
             if self._closed:
                 return
@@ -920,32 +915,6 @@ class HivemindTransport:
                                self._s.dht_publish_timeout)
         self._refresh_known_maddrs()
         return ok
-
-    def start_heartbeats(self, interval: float | None = None, name: str | None = None,
-                         wallet: str | None = None) -> None:
-        """Heartbeat now and then every ``interval`` seconds (default: a third of dht_peer_ttl) until close().
-
-        A background thread, so the node stays listed through training steps that take minutes.
-        """
-        every = interval if interval is not None else self._s.dht_peer_ttl / 3
-        if every <= 0:
-            raise ValueError("heartbeat interval must be positive")
-        if self._hb_thread is not None:
-            return
-        self.heartbeat(name=name, wallet=wallet)
-
-        def beat() -> None:
-            while not self._hb_stop.wait(every):
-                try:
-                    if not self.heartbeat():
-                        log.info("swarm heartbeat not confirmed; will retry in %.0fs", every)
-                except SwarmClosedError:
-                    return
-                except Exception:  # keep beating: a node must not vanish from the directory over one error
-                    log.exception("swarm heartbeat failed")
-
-        self._hb_thread = threading.Thread(target=beat, name="swarm-heartbeat", daemon=True)
-        self._hb_thread.start()
 
     def list_peers(self, timeout: float | None = None) -> list[PeerInfo]:
         return self._list_peers_until(self._deadline(timeout, self._s.dht_fetch_timeout))

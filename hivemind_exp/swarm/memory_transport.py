@@ -36,7 +36,6 @@ from hivemind_exp.swarm.records import (
     decode_wire,
     encode_wire,
 )
-from hivemind_exp.swarm.settings import PROTOCOL_MAX_RECORD_BYTES
 from hivemind_exp.swarm.transport import SwarmClosedError
 
 # Values bigger than one DHT record are chunked by the DHT transport; here they are kept whole,
@@ -237,12 +236,6 @@ class MemoryTransport:
         wire = HeartbeatWire(peer_id=self._peer_id, name=self._hb["name"], wallet=self._hb["wallet"],
                              last_seen=self._swarm.clock(), evaluation=self._hb["evaluation"], sapo=self._hb["sapo"])
         return self._store([(keys.peers_key(self._ns), "", wire)], self._peer_ttl)
-
-    def start_heartbeats(self, interval: float | None = None, name: str | None = None,
-                         wallet: str | None = None) -> None:
-        # Entries here never age out while the process runs beyond peer_ttl; one beat is enough
-        # for tests, and a test that needs expiry moves the swarm's clock.
-        self.heartbeat(name=name, wallet=wallet)
 
     def list_peers(self, timeout: float | None = None) -> list[PeerInfo]:
         key = keys.peers_key(self._ns)

@@ -78,11 +78,6 @@ class SwarmTransport(Protocol):
         heartbeats."""
         ...
 
-    def start_heartbeats(self, interval: float | None = None, name: str | None = None,
-                         wallet: str | None = None) -> None:
-        """Heartbeat in the background until close() (default interval: a third of the peer TTL)."""
-        ...
-
     def list_peers(self, timeout: float | None = None) -> list[PeerInfo]: ...
 
     def visible_maddrs(self) -> list[str]:

@@ -129,15 +129,17 @@ def test_no_coordinator_configured_means_no_round_state(tmp_path, swarm3: list[H
         loner.fetch_rewards(0, 0)
 
 
-def test_background_heartbeats_keep_a_peer_fresh(tmp_path, swarm3: list[HivemindTransport]) -> None:
+def test_later_heartbeats_refresh_a_peer_and_repeat_its_name(tmp_path, swarm3: list[HivemindTransport]) -> None:
+    """The node's heartbeat thread calls heartbeat() with no arguments after the first; the name stays."""
     from tests.fixtures.swarm import swarm_settings
 
     extra = HivemindTransport.start(swarm_settings(tmp_path / "beat.pem", swarm3[0].visible_maddrs()))
     try:
-        extra.start_heartbeats(interval=0.5, name="beater")
+        assert extra.heartbeat(name="beater")
         first = {p.peer_id: p for p in swarm3[0].list_peers(timeout=10)}[extra.peer_id]
         assert first.name == "beater"
-        time.sleep(2.0)
+        time.sleep(1.0)
+        assert extra.heartbeat()
         later = {p.peer_id: p for p in swarm3[0].list_peers(timeout=10)}[extra.peer_id]
         assert later.last_seen > first.last_seen and later.name == "beater"
     finally:

@@ -7,14 +7,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from hivemind_exp.chain.settings import check_address, check_http_url
 from hivemind_exp.multiaddrs import as_list, check_maddr, check_namespace, check_peer_id
 from hivemind_exp.settings_base import ServiceSettings
 
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_URL_RE = re.compile(r"^https?://[^\s/]+")
 
 
 def _default_ui_dist() -> Path:
@@ -115,19 +114,12 @@ class DashboardSettings(ServiceSettings):
     @field_validator("contract_address")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
-        if v is None or v.strip() == "":
-            return None
-        if not _ADDRESS_RE.match(v.strip()):
-            raise ValueError("contract_address must be 0x followed by 40 hex digits (an EVM address)")
-        return v.strip()
+        return check_address(v, "contract_address")
 
     @field_validator("rpc_url", "login_origin")
     @classmethod
-    def _url(cls, v: str) -> str:
-        v = v.strip().rstrip("/")
-        if not _URL_RE.match(v):
-            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8545")
-        return v
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        return check_http_url(v, info.field_name or "URL")
 
     @field_validator("local_peer_id", "coordinator_peer_id")
     @classmethod
