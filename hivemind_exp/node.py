@@ -123,6 +123,7 @@ class TrainerNode:
             raise NodeError(f"{self.data_dir} belongs to peer {self.state.peer_id}, but {self.s.identity_path} is peer "
                             f"{peer_id}: use the matching --identity-path or another --data-dir")
         self.state.peer_id = peer_id
+        self._clean_checkpoint_leftovers()
         from hivemind_exp.names import peer_name
 
         log.info("node identity: peer %s (%s)", peer_id, peer_name(peer_id))
@@ -348,14 +349,33 @@ class TrainerNode:
 
     def _save_checkpoint(self, round_no: int, stage: int) -> None:
         name = f"r{round_no:06d}-s{stage}"
-        self.engine.save(self.data_dir / CHECKPOINTS / name)
+        # The stage is published: mark it done first, so a node killed while the checkpoint below
+        # is being written resumes from the previous complete checkpoint (one update behind)
+        # without redoing and republishing the stage.
         self.state.last_done = (round_no, stage)
+        self.state.save(self.state_path)
+        self.engine.save(self.data_dir / CHECKPOINTS / name)
         self.state.checkpoint = name
         self.state.save(self.state_path)  # the state flips to the new checkpoint only once it is complete
         for old in self._checkpoints()[: -self.s.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         if self.metrics:
             self.metrics.mark_checkpoint()
+
+    def _clean_checkpoint_leftovers(self) -> None:
+        """Remove what a save killed half-way left behind (temp copies; old copies whose checkpoint is whole)."""
+        root = self.data_dir / CHECKPOINTS
+        if not root.is_dir():
+            return
+        for p in root.iterdir():
+            if not p.name.startswith("."):
+                continue
+            if ".tmp-" in p.name:
+                shutil.rmtree(p, ignore_errors=True)
+            elif ".old-" in p.name:
+                target = root / p.name[1:].split(".old-", 1)[0]
+                if target.is_dir() and any(target.iterdir()):
+                    shutil.rmtree(p, ignore_errors=True)
 
     # ------------------------------------------------------------------ clock
     def read_clock(self) -> StageClock | None:
