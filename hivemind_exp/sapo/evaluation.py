@@ -39,19 +39,20 @@ def evaluate_tasks(sampler: Any, problems: Sequence[Any], source: Any, rubric: A
     """Greedy completions of every problem (no autograd; the model's train flag is restored).
 
     `sampler`: a `hivemind_exp.trainer.sampling.Sampler`, or a `GRPOEngine` (its own sampler is
-    used); `max_new_tokens` defaults to its `params.max_completion_length`.
+    used) or another training engine; `max_new_tokens` defaults to its `params.max_completion_length`.
     """
     from hivemind_exp.game.rewards import format_reward
 
     if not problems:
         raise ValueError("no held-out problems to evaluate")
     sampler = getattr(sampler, "sampler", sampler)
+    # Only when asked: any engine with generate_token_ids(prompt_ids, n, greedy) works without it.
+    limit = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     t0 = time.monotonic()
     texts: list[str] = []
     for i in range(0, len(problems), EVAL_BATCH):
         chunk = problems[i:i + EVAL_BATCH]
-        ids = sampler.generate_token_ids(sampler.encode_prompts([prompt(p) for p in chunk]), 1, greedy=True,
-                                         max_new_tokens=max_new_tokens)
+        ids = sampler.generate_token_ids(sampler.encode_prompts([prompt(p) for p in chunk]), 1, greedy=True, **limit)
         texts.extend(sampler.tokenizer.decode(group[0], skip_special_tokens=True) for group in ids)
     solved, formatted = [], []
     per_task: dict[str, list[bool]] = {}
