@@ -169,7 +169,8 @@ def run_arm(name: str, n_peers: int, external: int, args: argparse.Namespace, ba
         if (r + 1) % args.eval_every == 0 or r + 1 == args.rounds:
             evaluate(r + 1)
     arm.seconds = time.monotonic() - t0
-    del players, focal
+    players.clear()  # free this arm's engines before the next arm runs
+    focal = None  # (not `del`: the `evaluate` closure refers to it)
     gc.collect()
     return arm
 
@@ -206,10 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     base_model, tokenizer = load_model_and_tokenizer(args.model, device=device)
     rubric = make_rubric(args)
 
-    from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
+    from hivemind_exp.trainer.params import GRPOParams
+    from hivemind_exp.trainer.sampling import Sampler
+    from hivemind_exp.trainer.threads import configure_torch_threads
 
-    probe = GRPOEngine(copy.deepcopy(base_model), tokenizer, GRPOParams(max_completion_length=args.max_tokens,
-                                                                         num_threads=args.threads), device=device)
+    # Generation only (never changes the weights): a Sampler, no engine, optimizer or model copy;
+    # the threads the arms' engines will use.
+    configure_torch_threads(args.threads)
+    probe = Sampler(base_model, tokenizer, GRPOParams(max_completion_length=args.max_tokens), device=device)
     start = evaluate_tasks(probe, held_out, source, rubric, sapo_prompt, max_new_tokens=args.max_tokens)
     del probe
     gc.collect()

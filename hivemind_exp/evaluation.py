@@ -25,9 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hivemind_exp.data import Problem
 
 if TYPE_CHECKING:
-    import torch
-
-    from hivemind_exp.trainer.grpo import GRPOEngine
+    from hivemind_exp.trainer.sampling import Sampler
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -140,29 +138,18 @@ def _batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list
         yield order[start : start + batch_size]
 
 
-def _model_device(model: Any) -> torch.device:
-    import torch
-
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    return next(model.parameters()).device
-
-
-def _decoder(model: Any, tokenizer: Any, batch_size: int, max_new_tokens: int) -> GRPOEngine:
-    """The trainer's own generation loop (left padding, KV cache, finished rows dropped),
-    sized for evaluation. Its optimizer holds no state until a training step, so it is cheap."""
-    import torch
-
-    from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
+def _decoder(model: Any, tokenizer: Any, batch_size: int, max_new_tokens: int) -> Sampler:
+    """The trainer's own generation loop (left padding, KV cache, finished rows dropped), sized for
+    evaluation: a `Sampler` on the model's device, with no optimizer and no thread tuning, so
+    evaluating leaves the caller's torch thread count alone (the trainer set it already; the CLI
+    honours OMP_NUM_THREADS)."""
+    from hivemind_exp.trainer.params import GRPOParams
+    from hivemind_exp.trainer.sampling import Sampler
 
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 4096
-    # num_threads = the current count: evaluating must not change the caller's torch threads
-    # (the trainer set them already; the CLI honours OMP_NUM_THREADS).
     params = GRPOParams(max_completion_length=max_new_tokens, generation_batch_size=batch_size,
-                        max_prompt_length=max(1, int(positions) - max_new_tokens),
-                        num_threads=torch.get_num_threads())
-    return GRPOEngine(model, tokenizer, params, device=str(_model_device(model)), progress=False)
+                        max_prompt_length=max(1, int(positions) - max_new_tokens))
+    return Sampler(model, tokenizer, params)
 
 
 def evaluate(model: Any, tokenizer: Any, problems: Sequence[Problem], batch_size: int = DEFAULT_BATCH_SIZE,
@@ -170,9 +157,10 @@ def evaluate(model: Any, tokenizer: Any, problems: Sequence[Problem], batch_size
              keep_records: bool = False) -> EvalResult:
     """Greedy-decode every problem with the stage-1 prompt and score the answers.
 
-    Prompts are encoded and decoded by the trainer's `GRPOEngine`, so evaluation sees exactly
-    what training sees. The model's train/eval flags (per sub-module) are restored afterwards,
-    and nothing runs with autograd, so the trainer can call this between rounds.
+    Prompts are encoded and decoded by the trainer's `Sampler` (what `GRPOEngine` generates
+    with), so evaluation sees exactly what training sees. The model's train/eval flags (per
+    sub-module) are restored afterwards, and nothing runs with autograd, so the trainer can call
+    this between rounds.
     `mean_completion_tokens` counts generated tokens including the end-of-sequence token
     (TRL's convention for completion length).
     """
@@ -194,19 +182,19 @@ def evaluate(model: Any, tokenizer: Any, problems: Sequence[Problem], batch_size
     started = time.perf_counter()
     bar = tqdm(total=len(problems), desc="eval", unit="problem", file=sys.stderr, disable=not progress)
     try:
-        engine = _decoder(model, tokenizer, batch_size, max_new_tokens)
-        encoded = engine.encode_prompts([stage_prompt(ANSWER_STAGE, p) for p in problems])
-        eos = set(engine.eos_ids)
+        sampler = _decoder(model, tokenizer, batch_size, max_new_tokens)
+        encoded = sampler.encode_prompts([stage_prompt(ANSWER_STAGE, p) for p in problems])
+        eos = set(sampler.eos_ids)
         model.eval()
         with torch.inference_mode():
             for idx in _batches_by_length([len(e) for e in encoded], batch_size):
-                groups = engine.generate_token_ids([encoded[i] for i in idx], num_generations=1, greedy=True)
+                groups = sampler.generate_token_ids([encoded[i] for i in idx], num_generations=1, greedy=True)
                 for i, group in zip(idx, groups):
                     outputs[i] = group[0]
                 bar.update(len(idx))
     finally:
         bar.close()
-        # The engine restores only the top-level flag; put every sub-module back as it was.
+        # The sampler restores only the top-level flag; put every sub-module back as it was.
         for module, was_training in modes.items():
             module.training = was_training
     seconds = time.perf_counter() - started

@@ -58,7 +58,7 @@ def known_startup_errors() -> tuple[type[BaseException], ...]:
                                          SwarmStartupError]
     try:
         from hivemind_exp.node import NodeError
-        from hivemind_exp.trainer.grpo import GRPOParamsError
+        from hivemind_exp.trainer.params import GRPOParamsError
 
         errors += [NodeError, GRPOParamsError]
     except ImportError:

@@ -34,25 +34,26 @@ def correct_flags(rubric: Any, completions: Sequence[str], problem: Any, source:
     return [max(a, b) >= 1.0 for a, b in zip(tagged, untagged)]
 
 
-def evaluate_tasks(engine: Any, problems: Sequence[Any], source: Any, rubric: Any, prompt: Any,
+def evaluate_tasks(sampler: Any, problems: Sequence[Any], source: Any, rubric: Any, prompt: Any,
                    max_new_tokens: int | None = None) -> TaskEval:
-    """Greedy completions of every problem (no autograd; the model's train flag is restored)."""
+    """Greedy completions of every problem (no autograd; the model's train flag is restored).
+
+    `sampler`: a `hivemind_exp.trainer.sampling.Sampler`, or a `GRPOEngine` (its own sampler is
+    used) or another training engine; `max_new_tokens` defaults to its `params.max_completion_length`.
+    """
     from hivemind_exp.game.rewards import format_reward
 
     if not problems:
         raise ValueError("no held-out problems to evaluate")
+    sampler = getattr(sampler, "sampler", sampler)
+    # Only when asked: any engine with generate_token_ids(prompt_ids, n, greedy) works without it.
+    limit = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     t0 = time.monotonic()
-    saved = engine.params.max_completion_length
-    if max_new_tokens is not None:
-        engine.params.max_completion_length = max_new_tokens
-    try:
-        texts: list[str] = []
-        for i in range(0, len(problems), EVAL_BATCH):
-            chunk = problems[i:i + EVAL_BATCH]
-            ids = engine.generate_token_ids(engine.encode_prompts([prompt(p) for p in chunk]), 1, greedy=True)
-            texts.extend(engine.tokenizer.decode(group[0], skip_special_tokens=True) for group in ids)
-    finally:
-        engine.params.max_completion_length = saved
+    texts: list[str] = []
+    for i in range(0, len(problems), EVAL_BATCH):
+        chunk = problems[i:i + EVAL_BATCH]
+        ids = sampler.generate_token_ids(sampler.encode_prompts([prompt(p) for p in chunk]), 1, greedy=True, **limit)
+        texts.extend(sampler.tokenizer.decode(group[0], skip_special_tokens=True) for group in ids)
     solved, formatted = [], []
     per_task: dict[str, list[bool]] = {}
     for prob, text in zip(problems, texts):

@@ -10,12 +10,16 @@ an in-place write of the new key/value at a known index.
 
 `LlamaDecodeStep.build(model)` returns None for anything it does not reproduce exactly (other
 architectures, biases it does not expect, non-SiLU MLPs, rotary variants that depend on the
-sequence length); the engine then uses the model's own forward. Tests compare the two.
+sequence length); the engine then uses the model's own forward. Tests compare the two. Which
+modules and config fields it reads, and how it writes into the cache, lives in `hf_internals`
+(`llama_decode_parts`, `cache_kv`); this module is only the arithmetic.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from hivemind_exp.trainer.hf_internals import LlamaParts, cache_kv, llama_decode_parts
 
 if TYPE_CHECKING:
     import torch
@@ -26,40 +30,18 @@ class LlamaDecodeStep:
 
     @classmethod
     def build(cls, model: Any) -> LlamaDecodeStep | None:
-        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        if getattr(cfg, "model_type", None) != "llama" or getattr(cfg, "hidden_act", None) != "silu":
-            return None
-        if getattr(cfg, "mlp_bias", False) or getattr(cfg, "pretraining_tp", 1) != 1:
-            return None
-        rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-        if rope.get("rope_type", rope.get("type", "default")) not in ("default", "linear", "llama3"):
-            return None  # dynamic variants change with the sequence length: leave them to transformers
-        backbone = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", None)
-        needed = ("embed_tokens", "layers", "norm", "rotary_emb")
-        if backbone is None or not all(hasattr(backbone, n) for n in needed):
-            return None
-        return cls(backbone, cfg)
+        parts = llama_decode_parts(model)
+        return None if parts is None else cls(parts)
 
-    def __init__(self, backbone: Any, cfg: Any):
-        self.backbone = backbone
-        self.heads = int(cfg.num_attention_heads)
-        self.kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.heads)
-        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads)
-        self.hidden = int(cfg.hidden_size)
-        self.inter = int(cfg.intermediate_size)
+    def __init__(self, parts: LlamaParts):
+        self.embed, self.rotary = parts.embed, parts.rotary
+        self.heads, self.kv_heads, self.head_dim = parts.heads, parts.kv_heads, parts.head_dim
+        self.hidden, self.inter = parts.hidden, parts.inter
         self.scale = self.head_dim ** -0.5
         # Separate q/k/v and gate/up matmuls: fusing them into one weight each measured ~15% slower
         # here (MKL picks a worse blocking for 8 x 576 @ 576 x 3072 than for two 1536-wide halves).
-        self.layers: list[tuple[Any, ...]] = []
-        for layer in backbone.layers:
-            att, mlp = layer.self_attn, layer.mlp
-            self.layers.append((
-                layer.input_layernorm.weight, float(layer.input_layernorm.variance_epsilon),
-                att.q_proj, att.k_proj, att.v_proj, att.o_proj,
-                layer.post_attention_layernorm.weight, float(layer.post_attention_layernorm.variance_epsilon),
-                mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight,
-            ))
-        self.norm_w, self.norm_eps = backbone.norm.weight, float(backbone.norm.variance_epsilon)
+        self.layers = parts.layers
+        self.norm_w, self.norm_eps = parts.norm_weight, parts.norm_eps
 
     def __call__(self, token: torch.Tensor, positions: torch.Tensor, key_ok: torch.Tensor, index: int,
                  cache: Any) -> torch.Tensor:
@@ -74,8 +56,8 @@ class LlamaDecodeStep:
 
         rows = token.shape[0]
         nq, nkv, d = self.heads, self.kv_heads, self.head_dim
-        x = self.backbone.embed_tokens(token)  # [rows, hidden]
-        cos, sin = self.backbone.rotary_emb(x[:, None], positions[:, None])  # [rows, 1, d]
+        x = self.embed(token)  # [rows, hidden]
+        cos, sin = self.rotary(x[:, None], positions[:, None])  # [rows, 1, d]
         cos, sin = cos[:, :, None], sin[:, :, None]  # [rows, 1, 1, d]: broadcast over heads
         half = d // 2
         mask = key_ok[:, None, None, :]
@@ -91,10 +73,10 @@ class LlamaDecodeStep:
             k = F.linear(h, k_p.weight, k_p.bias).view(rows, nkv, 1, d)
             v = F.linear(h, v_p.weight, v_p.bias).view(rows, nkv, 1, d)
             q, k = rope(q), rope(k)
-            layer = cache.layers[i]
-            layer.keys[:, :, index] = k[:, :, 0]
-            layer.values[:, :, index] = v[:, :, 0]
-            att = F.scaled_dot_product_attention(q, layer.keys, layer.values, attn_mask=mask, scale=self.scale,
+            keys, values = cache_kv(cache, i)
+            keys[:, :, index] = k[:, :, 0]
+            values[:, :, index] = v[:, :, 0]
+            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
                                                  enable_gqa=nq != nkv)
             x = x + F.linear(att.reshape(rows, nq * d), o_p.weight, o_p.bias)
             h = F.rms_norm(x, shape, post_w, post_eps)

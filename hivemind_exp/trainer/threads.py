@@ -78,6 +78,15 @@ class ThreadTuner:
             return self.candidates[0]
         return min(self.cost, key=lambda n: self.cost[n])
 
+    def apply_best(self) -> int:
+        """Set torch to the best count so far, for work that is not timed; returns it."""
+        import torch
+
+        best = self.best()
+        if torch.get_num_threads() != best:
+            torch.set_num_threads(best)
+        return best
+
     def choose(self) -> int:
         """The thread count for the next piece of work (already applied to torch)."""
         import torch
