@@ -17,6 +17,8 @@
 - ``lean_decode``  ``LlamaDecodeStep``: one decode step of a Llama-architecture model without the
                    module stack (same arithmetic, ~10-15% less time per token on CPU); the sampler
                    falls back to the model's own forward for anything else.
+- ``protocol``     ``TrainingEngine``: what the node and the SAPO player need from an engine
+                   (typed without importing torch; ``GRPOEngine`` is the one).
 - ``threads``      how many CPU threads torch should use: the CPUs this process may run on
                    (``available_cpus``, ``configure_torch_threads``), and ``ThreadTuner``, which
                    times 1 thread against all of them when other processes compete for the cores.
