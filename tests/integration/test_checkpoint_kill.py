@@ -123,12 +123,12 @@ def test_sigkill_during_checkpointing_leaves_a_loadable_checkpoint_and_no_republ
         start, done = _run_until_killed(tiny_model_dir, data, delay, log)
         # The second write of this run is of round start + 1; its stage was published before it began,
         # so the node state already names that round as done.
-        # (On a fast machine the longest delays reach the next round's publish, never further.)
+        # (With the longer delays the child plays on through more rounds before the kill lands.)
         mid_write += bool(_leftovers(data))
         state = NodeState.load(data / "node-state.json")
         assert state.last_done is not None and state.last_done[1] == 1, (delay, state)
         killed_in = state.last_done[0]
-        assert killed_in in (start + 1, start + 2) and done[0] == start and max(done) <= killed_in, (delay, done)
+        assert killed_in >= start + 1 and done[0] == start and max(done) <= killed_in, (delay, done, killed_in)
         assert state.checkpoint is not None
         GRPOEngine.load(data / "checkpoints" / state.checkpoint)  # whole: every file there and readable
 
