@@ -418,9 +418,9 @@ class TrainerNode:
             self._wait_note = key
 
     # ------------------------------------------------------------------ main loop
-    # Outcomes of `tick()`; the first group means "nothing to do yet: wait a poll interval".
+    # Outcomes of `tick()`: these mean "nothing to do yet: wait a poll interval"; the others are
+    # "trained", "skipped", "interrupted" (stopping) and FINISHED.
     WAITING = ("no-round-state", "other-game", "stale-stage", "stage-done")
-    PLAYED = ("trained", "skipped", "interrupted")
     FINISHED = "finished"
 
     def run(self) -> int:
