@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -44,16 +43,13 @@ async def _open_streams(url: str, sources: list[str], stack: AsyncExitStack,
         transport=httpx.AsyncHTTPTransport(local_address=ip), timeout=30,
         limits=httpx.Limits(max_connections=500))) for ip in set(sources)}
 
-    readers: list[Any] = []
-
     async def one(i: int, ip: str) -> tuple[str, int]:
         headers = {"X-Forwarded-For": f"198.51.100.{i % 250 + 1}"} if spoof else None
         resp = await stack.enter_async_context(clients[ip].stream("GET", f"{url}/api/events", headers=headers))
         if resp.status_code == 200:
-            # Keep the byte iterator referenced until the stack closes: a dropped async generator is
-            # finalised by the event loop, which can close the stream (and free its slot) mid-burst.
+            # The stack keeps the byte iterator referenced until it closes: a dropped async generator
+            # is finalised by the event loop, which can close the stream (and free its slot) mid-burst.
             reader = resp.aiter_bytes()
-            readers.append(reader)
             stack.push_async_callback(reader.aclose)
             await reader.__anext__()  # the stream really started
         return ip, resp.status_code
