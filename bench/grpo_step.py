@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hivemind_exp.paths import shared_dir
+from hivemind_exp.common.paths import shared_dir
 
 GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 PROMPTS_PER_STEP = 4  # TRL: per_device_train_batch_size 2 x gradient_accumulation_steps 4 / num_generations 2
@@ -107,7 +107,7 @@ def matmul_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
 
 
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
-    from hivemind_exp.model_source import load_model_and_tokenizer
+    from hivemind_exp.trainer.model_source import load_model_and_tokenizer
     from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
 
     questions = load_questions(args.dataset, PROMPTS_PER_STEP * (args.steps + args.warmup))
@@ -164,7 +164,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from hivemind_exp.model_source import load_model_and_tokenizer
+    from hivemind_exp.trainer.model_source import load_model_and_tokenizer
     from hivemind_exp.trainer.threads import configure_torch_threads
 
     threads = configure_torch_threads(args.threads)

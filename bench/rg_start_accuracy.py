@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from hivemind_exp.model_source import load_model_and_tokenizer
+    from hivemind_exp.trainer.model_source import load_model_and_tokenizer
     from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
 
     labels = args.only or list(CANDIDATES)

@@ -112,7 +112,7 @@ def make_rubric(args: argparse.Namespace) -> Any:
 
 def run_arm(name: str, n_peers: int, external: int, args: argparse.Namespace, base_model: Any, tokenizer: Any,
             source: Any, held_out: list[Any], device: str, events_file: Any) -> Arm:
-    from hivemind_exp.events import MemoryEvents
+    from hivemind_exp.common.events import MemoryEvents
     from hivemind_exp.sapo.evaluation import evaluate_tasks
     from hivemind_exp.sapo.game import SapoParams, SapoPlayer
     from hivemind_exp.sapo.rubric import sapo_prompt
@@ -181,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     import torch
 
-    from hivemind_exp.model_source import load_model_and_tokenizer
-    from hivemind_exp.profiles import detect_device
+    from hivemind_exp.trainer.model_source import load_model_and_tokenizer
+    from hivemind_exp.trainer.profiles import detect_device
     from hivemind_exp.sapo.evaluation import evaluate_tasks
     from hivemind_exp.sapo.rubric import sapo_prompt
-    from hivemind_exp.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
+    from hivemind_exp.trainer.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
     from hivemind_exp.sapo.tasks import ReasoningGymSource, TaskMix
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))

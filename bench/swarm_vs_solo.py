@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hivemind_exp.paths import shared_dir
+from hivemind_exp.common.paths import shared_dir
 
 DEFAULT_DATASET = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
-# The node's log line after each GRPO step (hivemind_exp/node.py, TrainerNode.run_stage).
+# The node's log line after each GRPO step (hivemind_exp/services/node.py, TrainerNode.run_stage).
 UP_STARTED = re.compile(r"started (\S+) \(pid (\d+),")
 NODE = "peer0"  # the node compared across arms
 
@@ -144,7 +144,7 @@ class Split:
     train_file: Path
     held_out_file: Path
     train_qids: frozenset[str]
-    held_out: list[Any]  # hivemind_exp.data.Problem
+    held_out: list[Any]  # hivemind_exp.game.data.Problem
 
 
 def _write_jsonl(path: Path, problems: Sequence[Any]) -> None:
@@ -155,8 +155,8 @@ def _write_jsonl(path: Path, problems: Sequence[Any]) -> None:
 
 
 def make_split(dataset: Path, held_out: int, seed: int, out_dir: Path) -> Split:
-    from hivemind_exp.data import JsonlSource
-    from hivemind_exp.evaluation import assert_disjoint, held_out_split
+    from hivemind_exp.game.data import JsonlSource
+    from hivemind_exp.game.evaluation import assert_disjoint, held_out_split
 
     problems = list(JsonlSource(dataset).problems())
     if held_out >= len(problems):
@@ -178,8 +178,8 @@ def check_rounds_disjoint(split: Split, seed: int, rounds: Sequence[int], questi
     """Recompute every played round's question set as the node does; raise if one is held out.
 
     Returns how many distinct questions the rounds used."""
-    from hivemind_exp.data import JsonlSource, round_problems
-    from hivemind_exp.evaluation import assert_disjoint
+    from hivemind_exp.game.data import JsonlSource, round_problems
+    from hivemind_exp.game.evaluation import assert_disjoint
 
     source = JsonlSource(split.train_file)
     seen: dict[str, Any] = {}
@@ -200,7 +200,7 @@ def write_profile(args: argparse.Namespace, device: str, out: Path) -> Any:
     """The stock (or --config) profile with the bench's overrides, written to `out`."""
     import yaml
 
-    from hivemind_exp.profiles import Profile, choose_profile
+    from hivemind_exp.trainer.profiles import Profile, choose_profile
 
     source, base = choose_profile(args.model, device, args.config)
     data = base.model_dump()
@@ -279,7 +279,7 @@ class ArmResult:
 
 def parse_steps(run_dir: Path, peers: int) -> list[Step]:
     """Every peer's GRPO steps, from its structured step events (`<data dir>/events.jsonl`)."""
-    from hivemind_exp.events import read_events
+    from hivemind_exp.common.events import read_events
 
     steps = []
     for i in range(peers):
@@ -411,7 +411,7 @@ def _supervise(name: str, cmd: list[str], work: Path, run_dir: Path, logs_dir: P
 class Evaluated:
     label: str
     source: str
-    result: Any  # hivemind_exp.evaluation.EvalResult with records
+    result: Any  # hivemind_exp.game.evaluation.EvalResult with records
     correct: list[bool] = field(default_factory=list)
 
 
@@ -421,8 +421,8 @@ def evaluate_model(label: str, source: str, held_out: Sequence[Any], device: str
 
     import torch
 
-    from hivemind_exp.evaluation import evaluate
-    from hivemind_exp.model_source import load_model_and_tokenizer
+    from hivemind_exp.game.evaluation import evaluate
+    from hivemind_exp.trainer.model_source import load_model_and_tokenizer
 
     dtype = "bfloat16" if device == "cuda" else "float32"
     say(f"evaluating {label} ({source}) on {len(held_out)} held-out problems, up to {max_new_tokens} new tokens")
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         # Inherited by `up` and every service it starts; the node sizes torch's threads from it.
         os.sched_setaffinity(0, args.cpus)
     load_start = os.getloadavg()
-    from hivemind_exp.profiles import detect_device
+    from hivemind_exp.trainer.profiles import detect_device
 
     device = detect_device(args.device)
     if args.work_dir is not None:

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    from hivemind_exp.logging_setup import configure_logging
-    from hivemind_exp.settings_base import SettingsError
+    from hivemind_exp.common.logging_setup import configure_logging
+    from hivemind_exp.common.settings_base import SettingsError
 
     configure_logging()
     try:

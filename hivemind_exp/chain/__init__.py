@@ -20,6 +20,8 @@ Map of the package:
 - ``deploy``    ``deploy_contract``: deploy or reuse the contract, roles, bootnodes,
   deployment JSON.
 - ``anvil``     ``AnvilProcess``: start/wait/stop a local anvil; anvil's dev keys.
+- ``login_client`` ``LoginClient``: the login service's HTTP API (sign up / in, API key, wallet),
+  used by ``rl-swarm login`` and by the trainer while it waits for its key.
 
 Nothing here imports web3 at import time; back-ends import it when built.
 """

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from hivemind_exp.paths import node_modules_bin, repo_root
+from hivemind_exp.common.paths import node_modules_bin, repo_root
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def anvil_binary() -> Path:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    from hivemind_exp.launcher import port_free
+    from hivemind_exp.common.net import port_free
 
     return not port_free(port, "127.0.0.1" if host in ("0.0.0.0", "") else host)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hivemind_exp.chain.errors import ChainConfigError
-from hivemind_exp.paths import repo_root
+from hivemind_exp.common.paths import repo_root
 
 ARTIFACT_RELATIVE_PATH = Path("contracts") / "build" / "SwarmCoordinator.json"
 

@@ -46,7 +46,7 @@ class Deployment:
     deployed_at: str
 
     def save(self, path: Path) -> None:
-        from hivemind_exp.fileio import atomic_write_text
+        from hivemind_exp.common.fileio import atomic_write_text
 
         atomic_write_text(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hivemind_exp.identity import NodeIdentity
+    from hivemind_exp.swarm.identity import NodeIdentity
 
 REGISTRATION_TAG = "rl-swarm registerPeer v1"
 
@@ -55,7 +55,7 @@ class PeerKey:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
 
-        from hivemind_exp.identity import KEY_TYPE_RSA, encode_key_message, peer_id_from_public_der
+        from hivemind_exp.swarm.identity import KEY_TYPE_RSA, encode_key_message, peer_id_from_public_der
 
         key = serialization.load_der_private_key(der, password=None)
         if not isinstance(key, rsa.RSAPrivateKey):

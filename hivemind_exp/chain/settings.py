@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from hivemind_exp.multiaddrs import as_list, check_maddr
-from hivemind_exp.settings_base import ServiceSettings
+from hivemind_exp.swarm.multiaddrs import as_list, check_maddr
+from hivemind_exp.common.settings_base import ServiceSettings
 
 ChainMode = Literal["off", "wallet", "relay"]
 

@@ -48,23 +48,23 @@ def run_service(make: Callable[[threading.Event], Any], known_errors: tuple[type
 
 def known_startup_errors() -> tuple[type[BaseException], ...]:
     from hivemind_exp.chain.errors import ChainError
-    from hivemind_exp.data import DatasetError
-    from hivemind_exp.identity import IdentityError
-    from hivemind_exp.model_source import ModelSourceError
-    from hivemind_exp.profiles import ProfileError
+    from hivemind_exp.game.data import DatasetError
+    from hivemind_exp.swarm.identity import IdentityError
+    from hivemind_exp.trainer.model_source import ModelSourceError
+    from hivemind_exp.trainer.profiles import ProfileError
     from hivemind_exp.swarm.transport import SwarmStartupError
 
     errors: list[type[BaseException]] = [ChainError, DatasetError, IdentityError, ModelSourceError, ProfileError,
                                          SwarmStartupError]
     try:
-        from hivemind_exp.node import NodeError
+        from hivemind_exp.services.node import NodeError
         from hivemind_exp.trainer.params import GRPOParamsError
 
         errors += [NodeError, GRPOParamsError]
     except ImportError:
         pass
     try:
-        from hivemind_exp.login_client import ActivationTimeout, LoginError
+        from hivemind_exp.chain.login_client import ActivationTimeout, LoginError
 
         errors += [ActivationTimeout, LoginError]
     except ImportError:

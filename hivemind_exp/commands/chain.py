@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from hivemind_exp.chain.settings import LocalChainSettings
-from hivemind_exp.settings_base import add_settings_arguments, load_settings, overrides_from_args
+from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from hivemind_exp.settings import CoordinatorSettings
-from hivemind_exp.settings_base import add_settings_arguments, load_settings, overrides_from_args
+from hivemind_exp.services.settings import CoordinatorSettings
+from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hivemind_exp.commands._service import known_startup_errors, run_service
-    from hivemind_exp.coordinator import Coordinator
+    from hivemind_exp.services.coordinator import Coordinator
 
     settings = load_settings(CoordinatorSettings, **overrides_from_args(args, CoordinatorSettings))
     return run_service(lambda stop: Coordinator(settings, stop), known_startup_errors())

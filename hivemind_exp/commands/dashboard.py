@@ -11,8 +11,8 @@ import errno
 import socket
 import sys
 
-from hivemind_exp.paths import repo_root
-from hivemind_exp.settings_base import add_settings_arguments, load_settings, overrides_from_args
+from hivemind_exp.common.paths import repo_root
+from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 
 def _settings_class() -> type:

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hivemind_exp.doctor import run_checks
+    from hivemind_exp.services.doctor import run_checks
 
     names = {8545: "chain (--anvil-port)", 3000: "login (--login-port)", 8080: "dashboard (--dashboard-port)",
              38331: "coordinator DHT (--coordinator-port)"}

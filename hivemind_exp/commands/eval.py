@@ -3,7 +3,7 @@
     rl-swarm eval --model PATH_OR_ID --dataset-path FILE.jsonl --limit 200 [--json]
     rl-swarm eval --model PATH_OR_ID --generated-templates 9,10,11 --limit 100
 
-Greedy answers with the trainer's stage-1 prompt (see `hivemind_exp.evaluation`).
+Greedy answers with the trainer's stage-1 prompt (see `hivemind_exp.game.evaluation`).
 Exit codes: 0 done, 2 bad settings or dataset, 1 the model could not be loaded or run.
 """
 
@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from hivemind_exp.settings_base import ServiceSettings, SettingsError, add_settings_arguments, load_settings, overrides_from_args
+from hivemind_exp.common.settings_base import ServiceSettings, SettingsError, add_settings_arguments, load_settings, overrides_from_args
 
 # Problems drawn from the built-in generator when --limit is not given.
 GENERATED_DEFAULT = 500
@@ -69,7 +69,7 @@ class EvalSettings(ServiceSettings):
     @field_validator("generated_templates")
     @classmethod
     def _templates_exist(cls, v: list[int] | None) -> list[int] | None:
-        from hivemind_exp.data import TEMPLATES
+        from hivemind_exp.game.data import TEMPLATES
 
         if v is not None:
             wrong = [t for t in v if not 0 <= t < len(TEMPLATES)]
@@ -116,8 +116,8 @@ def _first_line(err: BaseException) -> str:
 
 def load_problems(settings: EvalSettings) -> tuple[list[Any], str]:
     """The problems to evaluate and a description of where they came from (raises DatasetError)."""
-    from hivemind_exp.data import GeneratedSource, JsonlSource
-    from hivemind_exp.evaluation import held_out_split
+    from hivemind_exp.game.data import GeneratedSource, JsonlSource
+    from hivemind_exp.game.evaluation import held_out_split
 
     held_out = settings.held_out_size()
     if settings.dataset_path is not None:
@@ -132,7 +132,7 @@ def load_problems(settings: EvalSettings) -> tuple[list[Any], str]:
         where = f"generated (seed {settings.seed}, templates {chosen})"
     problems = list(source.problems())
     if held_out is not None:
-        from hivemind_exp.data import DatasetError
+        from hivemind_exp.game.data import DatasetError
 
         try:
             _, problems = held_out_split(problems, held_out, seed=settings.seed)
@@ -145,7 +145,7 @@ def load_problems(settings: EvalSettings) -> tuple[list[Any], str]:
 
 
 def _resolve_device(requested: str) -> str:
-    from hivemind_exp.profiles import detect_device
+    from hivemind_exp.trainer.profiles import detect_device
 
     device = detect_device(requested)
     if device == "cuda":
@@ -157,8 +157,8 @@ def _resolve_device(requested: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hivemind_exp.data import DatasetError
-    from hivemind_exp.model_source import ModelSourceError
+    from hivemind_exp.game.data import DatasetError
+    from hivemind_exp.trainer.model_source import ModelSourceError
 
     try:
         settings = load_settings(EvalSettings, **overrides_from_args(args, EvalSettings))
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         problems, where = load_problems(settings)
     except DatasetError as err:
         return _fail(str(err), 2)
-    from hivemind_exp.model_source import is_embedded, resolve_model
+    from hivemind_exp.trainer.model_source import is_embedded, resolve_model
 
     if not is_embedded(settings.model):
         try:
@@ -184,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from hivemind_exp.evaluation import evaluate
-    from hivemind_exp.model_source import load_model_and_tokenizer
+    from hivemind_exp.game.evaluation import evaluate
+    from hivemind_exp.trainer.model_source import load_model_and_tokenizer
 
     torch.manual_seed(settings.seed)
     try:

@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from hivemind_exp.login_client import DEFAULT_LOGIN_URL
-from hivemind_exp.paths import repo_root
+from hivemind_exp.chain.login_client import DEFAULT_LOGIN_URL
+from hivemind_exp.common.paths import repo_root
 
 
 def _default_dir() -> Path:
@@ -58,7 +58,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hivemind_exp.login_client import LoginClient, LoginError, LoginUnavailable, write_private_json
+    from hivemind_exp.chain.login_client import LoginClient, LoginError, LoginUnavailable, write_private_json
 
     password = _read_password(args)
     user_data_path: Path = args.user_data or _default_dir() / "userData.json"

@@ -12,8 +12,8 @@ import argparse
 import socket
 import sys
 
-from hivemind_exp.paths import repo_root
-from hivemind_exp.settings_base import add_settings_arguments, load_settings, overrides_from_args
+from hivemind_exp.common.paths import repo_root
+from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 # A default port that is taken moves up by one, at most this many times (3000 -> 3001 -> 3002).
 FALLBACK_STEPS = 2

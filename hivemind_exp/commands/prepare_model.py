@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hivemind_exp import model_source as ms
+    from hivemind_exp.trainer import model_source as ms
 
     try:
         if ms.is_embedded(args.model):

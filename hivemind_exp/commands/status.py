@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from hivemind_exp.chain.settings import ChainSettings
-from hivemind_exp.settings_base import add_settings_arguments, load_settings, overrides_from_args
+from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 
 class StatusSettings(ChainSettings):
@@ -39,7 +39,7 @@ def _peer_id(settings: StatusSettings) -> tuple[str | None, str | None]:
     if settings.peer_id:
         return settings.peer_id, None
     try:
-        from hivemind_exp.identity import load_peer_id  # type: ignore[attr-defined]
+        from hivemind_exp.swarm.identity import load_peer_id  # type: ignore[attr-defined]
     except ImportError:
         return None, "identity module not available; pass --peer-id"
     path = settings.identity_file

@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from hivemind_exp.settings import LauncherSettings
-from hivemind_exp.settings_base import add_settings_arguments, load_settings, overrides_from_args
+from hivemind_exp.services.settings import LauncherSettings
+from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 # anvil's default mnemonic: its accounts are public knowledge, fine for a local chain only.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -39,7 +39,7 @@ def _local_key(index: int) -> tuple[str, str]:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    from hivemind_exp.fileio import atomic_write_text
+    from hivemind_exp.common.fileio import atomic_write_text
 
     if not path.exists() or path.read_text().strip() != text:
         atomic_write_text(path, text + "\n", mode=0o600)
@@ -49,7 +49,7 @@ class Plan:
     """Everything `up` derives from the settings before starting a process."""
 
     def __init__(self, s: LauncherSettings):
-        from hivemind_exp.identity import ensure_identity, load_peer_id
+        from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
 
         self.s = s
         self.run_dir = s.run_dir.resolve()
@@ -108,7 +108,7 @@ class Plan:
 
     def sapo_args(self) -> list[str]:
         """The SAPO knobs given to `up`, passed on to every trainer (only those set, so env/.env still apply)."""
-        from hivemind_exp.settings import SapoSettings
+        from hivemind_exp.services.settings import SapoSettings
 
         s, out = self.s, []
         for name in SapoSettings.model_fields:
@@ -131,7 +131,7 @@ class Plan:
         return args
 
     def specs(self):
-        from hivemind_exp.launcher import ServiceSpec, http_ready, log_ready
+        from hivemind_exp.services.launcher import ServiceSpec, http_ready, log_ready
         from hivemind_exp.trainer.threads import available_cpus
 
         s = self.s
@@ -218,7 +218,7 @@ def _fund_peers(plan: Plan) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hivemind_exp.launcher import LaunchError, Supervisor, check_ports
+    from hivemind_exp.services.launcher import LaunchError, Supervisor, check_ports
 
     settings = load_settings(LauncherSettings, **overrides_from_args(args, LauncherSettings))
     plan = Plan(settings)

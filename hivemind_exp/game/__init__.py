@@ -10,6 +10,10 @@
 - ``rewards``  reward functions ``f(parsed, ctx) -> float``, ``Rubric``, ``stage_rubric(stage)``,
                ``RewardContext`` / ``reward_context(stage, problem, answers, critiques)``.
 - ``winners``  ``pick_winners``: per-peer round scores and the deterministic top-k.
+- ``stage``    stage numbers and names (swarm counts from 1, the contract from 0); ``from_chain`` /
+               ``to_chain`` are the only conversions.
+- ``data``     dataset sources of a round's problems: GSM8K hub, local JSONL, built-in generator.
+- ``evaluation`` greedy accuracy / format / length of a model on held-out problems.
 
-Peer pseudonyms come from ``hivemind_exp.names``. Nothing here imports torch or hivemind.
+Peer pseudonyms come from ``hivemind_exp.swarm.names``. Nothing here imports torch or hivemind.
 """

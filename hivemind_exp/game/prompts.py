@@ -4,7 +4,7 @@ Written for a 135M instruct model: a short system prompt that spells out the exa
 and shows one tiny example, then the problem (and, in stages 2-3, the swarm's
 answers and votes) as the user turn.
 
-Peers appear under their pseudonyms (`hivemind_exp.names`). Everything a stranger wrote
+Peers appear under their pseudonyms (`hivemind_exp.swarm.names`). Everything a stranger wrote
 is cleaned before it is shown (tags removed so they cannot fake our format, non-ASCII
 folded, whitespace collapsed) and cut to a budget that shrinks as more peers are shown,
 so a stage-3 prompt with 8 peers stays well under 1,500 tokens. At most
@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hivemind_exp.data import Problem
+from hivemind_exp.game.data import Problem
 from hivemind_exp.game.answers import extract_number
 from hivemind_exp.game.parser import Parsed, stage_parser
-from hivemind_exp.names import normalize_name, pseudonyms
+from hivemind_exp.swarm.names import normalize_name, pseudonyms
 
 NONE = "None"  # the "no peer" choice in <identify> and <majority>
 _NONE_WORDS = frozenset(
@@ -354,7 +354,7 @@ def stage_prompt(
     shrink until the rendered prompt fits.
     """
     if not isinstance(problem, Problem):
-        raise TypeError(f"problem must be a hivemind_exp.data.Problem, got {type(problem).__name__}")
+        raise TypeError(f"problem must be a hivemind_exp.game.data.Problem, got {type(problem).__name__}")
     if stage not in SYSTEM_PROMPTS:
         raise ValueError(f"stage must be 1 (answer), 2 (critique) or 3 (decide), got {stage!r}")
     if stage == 1:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hivemind_exp.data import Problem
+from hivemind_exp.game.data import Problem
 from hivemind_exp.game.answers import answers_match, extract_number
 from hivemind_exp.game.parser import Parsed, TagParser, stage_parser
 from hivemind_exp.game.prompts import DEFAULT_LIMITS, NONE, PromptLimits, resolve_choice, swarm_view
@@ -68,7 +68,7 @@ def reward_context(
     if stage not in (1, 2, 3):
         raise ValueError(f"stage must be 1 (answer), 2 (critique) or 3 (decide), got {stage!r}")
     if not isinstance(problem, Problem):
-        raise TypeError(f"problem must be a hivemind_exp.data.Problem, got {type(problem).__name__}")
+        raise TypeError(f"problem must be a hivemind_exp.game.data.Problem, got {type(problem).__name__}")
     if stage == 1:
         return RewardContext(stage=1, problem=problem)
     view = swarm_view(problem, answers, critiques if stage == 3 else None, limits)

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from hivemind_exp.data import Problem
+from hivemind_exp.game.data import Problem
 from hivemind_exp.game.answers import answers_match
 from hivemind_exp.game.parser import stage_parser
 
@@ -39,7 +39,7 @@ def _problems_by_qid(problems: Mapping[str, Problem] | Iterable[Problem]) -> dic
     out: dict[str, Problem] = {}
     for p in items:
         if not isinstance(p, Problem):
-            raise TypeError(f"problems must be hivemind_exp.data.Problem objects, got {type(p).__name__}")
+            raise TypeError(f"problems must be hivemind_exp.game.data.Problem objects, got {type(p).__name__}")
         out[p.qid] = p
     return out
 

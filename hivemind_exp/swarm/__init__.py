@@ -12,6 +12,11 @@ Map of the package:
 - ``keys``                DHT key names and ``<tag>[owner:KEY]`` signed subkeys.
 - ``validator``           the record validator running inside the DHT process (imports hivemind;
                           loaded only when a DHT starts).
+- ``memory_transport``    `MemorySwarm` / `MemoryTransport`: the same protocol, validation and size rules in one process
+                          (unit tests drive whole nodes on it).
+- ``identity``            ``swarm.pem``: the node's libp2p key and peer ID.
+- ``multiaddrs``          settings parsing shared by every service: multiaddr lists, peer IDs, namespaces.
+- ``names``               stable human-readable peer pseudonyms (adjective-adjective-animal).
 
 Typical use::
 

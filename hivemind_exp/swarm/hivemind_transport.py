@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from hivemind_exp.identity import IdentityError, NodeIdentity, ensure_identity, load_identity
+from hivemind_exp.swarm.identity import IdentityError, NodeIdentity, ensure_identity, load_identity
 from hivemind_exp.swarm import keys
 from hivemind_exp.swarm.records import (
     ChunkWire,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hivemind_exp.identity import peer_id_from_ssh_public_key
+from hivemind_exp.swarm.identity import peer_id_from_ssh_public_key
 
 # Same literal as hivemind.dht.crypto.RSASignatureValidator.PUBLIC_KEY_FORMAT (kept here so
 # this module does not import hivemind).

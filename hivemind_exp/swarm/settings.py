@@ -14,8 +14,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from hivemind_exp.multiaddrs import PEER_ID_RE, as_list, check_maddr, check_namespace, check_peer_id
-from hivemind_exp.settings_base import ServiceSettings
+from hivemind_exp.swarm.multiaddrs import PEER_ID_RE, as_list, check_maddr, check_namespace, check_peer_id
+from hivemind_exp.common.settings_base import ServiceSettings
 
 # Largest stored value (our payload plus hivemind's signature suffix) any peer accepts.
 # Swarm-wide on purpose: a peer rejects a whole dictionary when one entry fails, so

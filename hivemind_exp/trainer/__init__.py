@@ -22,6 +22,10 @@
 - ``threads``      how many CPU threads torch should use: the CPUs this process may run on
                    (``available_cpus``, ``configure_torch_threads``), and ``ThreadTuner``, which
                    times 1 thread against all of them when other processes compete for the cores.
+- ``model_source`` model settings to a local fine-tunable checkpoint (``embedded`` SmolLM2 GGUF ->
+                   safetensors once, local dirs, hub ids).
+- ``profiles``     device profiles (``hivemind_exp/configs/<device>/*.yaml``) and hardware detection.
+- ``hub``          optional push of the trained model to the Hugging Face hub (token checked at start).
 
 ``bench/grpo_step.py`` measures the engine against stock ``trl.GRPOTrainer``.
 Nothing here imports torch or transformers at import time.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hivemind_exp.login_client import write_private_json
+from hivemind_exp.chain.login_client import write_private_json
 
 from . import keystore, metrics, security
 from .chainpool import ChainPool, ChainProbe

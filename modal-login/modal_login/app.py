@@ -163,7 +163,7 @@ def create_app(settings: LoginSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
-        from hivemind_exp.telemetry import setup_telemetry
+        from hivemind_exp.common.telemetry import setup_telemetry
 
         try:  # sign-ins, API calls and relayed transactions (README "Metrics"); optional
             setup_telemetry("modal-login", {"node_name": "login"})
@@ -185,7 +185,7 @@ def create_app(settings: LoginSettings) -> FastAPI:
     )
     app.state.service = svc
     app.state.settings = settings
-    from hivemind_exp.telemetry import Telemetry, instrument_fastapi
+    from hivemind_exp.common.telemetry import Telemetry, instrument_fastapi
 
     instrument_fastapi(app, Telemetry.login_metrics, service_name="modal-login")
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

@@ -10,7 +10,7 @@ from typing import Any
 
 
 def _metrics() -> Any:
-    from hivemind_exp.telemetry import get_telemetry
+    from hivemind_exp.common.telemetry import get_telemetry
 
     telemetry = get_telemetry("modal-login")
     return telemetry.login_metrics() if telemetry is not None else None

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from hivemind_exp.paths import repo_root
-from hivemind_exp.settings_base import ServiceSettings
+from hivemind_exp.common.paths import repo_root
+from hivemind_exp.common.settings_base import ServiceSettings
 
 ENV_PREFIX = "RLSWARM_LOGIN_"
 DEFAULT_PORT = 3000

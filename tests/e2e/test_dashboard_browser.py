@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.names import peer_name
+from hivemind_exp.swarm.names import peer_name
 from tests.fixtures.web import CURRENT_ROUND, REPO, DashboardProc, WebSwarm
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from hivemind_exp.paths import repo_root
+from hivemind_exp.common.paths import repo_root
 from tests.fixtures.procs import free_block, free_port, group_alive
 
 pytestmark = [pytest.mark.slow]

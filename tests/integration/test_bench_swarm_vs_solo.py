@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.paths import shared_dir
+from hivemind_exp.common.paths import shared_dir
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "swarm_vs_solo.py"
@@ -53,7 +53,7 @@ def test_paired_bootstrap_on_known_data() -> None:
 
 @pytest.mark.skipif(not GSM8K.is_file(), reason=f"{GSM8K} is not on this machine")
 def test_split_files_are_disjoint_and_rounds_use_training_problems(tmp_path: Path) -> None:
-    from hivemind_exp.data import JsonlSource
+    from hivemind_exp.game.data import JsonlSource
 
     bench = _bench()
     split = bench.make_split(GSM8K, 25, seed=7, out_dir=tmp_path)

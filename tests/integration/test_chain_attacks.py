@@ -92,7 +92,7 @@ def test_relay_client_never_takes_another_wallets_peer_or_reward_for_its_own(
     and that wallet's reward for the peer is not "already landed" for the outbox."""
     from hivemind_exp.chain.client import build_client
     from hivemind_exp.chain.settings import ChainSettings
-    from hivemind_exp.settings_base import load_settings
+    from hivemind_exp.common.settings_base import load_settings
 
     settings = load_settings(ChainSettings, chain_mode="relay", login_url=login_service.url, org_id=signed_up.org_id,
                              api_key=signed_up.api_key, rpc_url=login_chain.rpc_url,

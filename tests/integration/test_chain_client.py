@@ -15,7 +15,7 @@ from hivemind_exp.chain.deploy import Deployment, deploy_contract
 from hivemind_exp.chain.errors import ChainConfigError, ChainRevert, ChainUnavailable
 from hivemind_exp.chain.settings import ChainSettings
 from hivemind_exp.chain.wallet import WalletChainClient
-from hivemind_exp.settings_base import load_settings
+from hivemind_exp.common.settings_base import load_settings
 from tests.fixtures.chain import DeployedContract, event_log, peer_id, peer_key, register
 
 pytestmark = pytest.mark.chain

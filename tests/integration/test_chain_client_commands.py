@@ -120,7 +120,7 @@ def test_status_reports_chain_and_outbox(deployed_contract: DeployedContract, tm
     text = capsys.readouterr().out
     assert "registered:    yes" in text and "1.25 points" in text and "1 pending, 1 confirmed, 0 failed" in text
 
-    from hivemind_exp.identity import ensure_identity, load_peer_id
+    from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
 
     pem = ensure_identity(tmp_path / "swarm.pem")
     assert main(["status", "--identity-file", str(pem), "--rpc-url", dc.rpc_url, "--contract-address", dc.address,

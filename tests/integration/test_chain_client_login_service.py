@@ -19,7 +19,7 @@ from hivemind_exp.chain.outbox import Outbox, OutboxWorker
 from hivemind_exp.chain.proof import PeerKey
 from hivemind_exp.chain.relay import RelayChainClient
 from hivemind_exp.chain.settings import ChainSettings
-from hivemind_exp.settings_base import load_settings
+from hivemind_exp.common.settings_base import load_settings
 
 pytestmark = pytest.mark.chain
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.node_state import NodeState
+from hivemind_exp.services.node_state import NodeState
 from tests.fixtures.procs import node_env
 
 pytestmark = pytest.mark.slow
@@ -33,10 +33,10 @@ CHILD = textwrap.dedent(
     f"""
     import sys, time
     from pathlib import Path
-    from hivemind_exp.events import MemoryEvents
-    from hivemind_exp.model_source import load_model_and_tokenizer
-    from hivemind_exp.node import TrainerNode
-    from hivemind_exp.settings import TrainerSettings
+    from hivemind_exp.common.events import MemoryEvents
+    from hivemind_exp.trainer.model_source import load_model_and_tokenizer
+    from hivemind_exp.services.node import TrainerNode
+    from hivemind_exp.services.settings import TrainerSettings
     from hivemind_exp.swarm.memory_transport import MemorySwarm
     from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
 
@@ -109,9 +109,9 @@ def _run_until_killed(model_dir: Path, data: Path, delay: float, log: Path) -> t
 
 
 def test_sigkill_during_checkpointing_leaves_a_loadable_checkpoint_and_no_republish(tmp_path, tiny_model_dir):
-    from hivemind_exp.events import MemoryEvents
-    from hivemind_exp.node import TrainerNode
-    from hivemind_exp.settings import TrainerSettings
+    from hivemind_exp.common.events import MemoryEvents
+    from hivemind_exp.services.node import TrainerNode
+    from hivemind_exp.services.settings import TrainerSettings
     from hivemind_exp.swarm.memory_transport import MemorySwarm
     from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
     from tests.fixtures.tiny_model import make_tiny_model

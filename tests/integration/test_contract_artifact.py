@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from hivemind_exp.chain.artifact import artifact_path, load_artifact
-from hivemind_exp.paths import repo_root
+from hivemind_exp.common.paths import repo_root
 
 
 def test_artifact_source_hash_matches_source() -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS
-from hivemind_exp.names import peer_name
+from hivemind_exp.swarm.names import peer_name
 from tests.fixtures.chain import TcpProxy
 from tests.fixtures.procs import wait_for
 from tests.fixtures.web import (

@@ -92,7 +92,7 @@ def test_many_client_burst_stops_at_the_global_cap(capped_dashboard: DashboardPr
 
 
 def test_settings_bound_the_caps(tmp_path: Path) -> None:
-    from hivemind_exp.settings_base import SettingsError, load_settings
+    from hivemind_exp.common.settings_base import SettingsError, load_settings
     from api.settings import DashboardSettings
 
     assert load_settings(DashboardSettings).events_max_per_client >= 1
@@ -136,7 +136,7 @@ def test_identity_flood_through_the_dht_keeps_real_peers_on_the_dashboard(
     from hivemind.dht import DHT
     from hivemind.utils.timed_storage import get_dht_time
 
-    from hivemind_exp.identity import ensure_identity, load_identity
+    from hivemind_exp.swarm.identity import ensure_identity, load_identity
     from hivemind_exp.swarm import keys
     from hivemind_exp.swarm.records import HeartbeatWire, encode_wire
 

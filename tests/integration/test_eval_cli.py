@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.data import GeneratedSource, JsonlSource
-from hivemind_exp.evaluation import held_out_split
-from hivemind_exp.paths import shared_dir
+from hivemind_exp.game.data import GeneratedSource, JsonlSource
+from hivemind_exp.game.evaluation import held_out_split
+from hivemind_exp.common.paths import shared_dir
 
 GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hivemind_exp.login_client import ActivationTimeout, LoginClient, read_api_key, read_user_data, wait_for_activation
+from hivemind_exp.chain.login_client import ActivationTimeout, LoginClient, read_api_key, read_user_data, wait_for_activation
 from tests.fixtures.login import (REPO, LoginChain, LoginServiceProc, free_port, login_chain,  # noqa: F401
                                   login_service, sign_up_user, start_login_service)
 

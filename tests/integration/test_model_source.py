@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hivemind_exp import model_source as ms
+from hivemind_exp.trainer import model_source as ms
 
 
 @pytest.mark.slow

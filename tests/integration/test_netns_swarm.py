@@ -159,7 +159,7 @@ def test_full_round_over_impaired_links(swarm: LabSwarm, lab: Lab) -> None:
 def test_nat_peer_is_listed_and_nobody_announces_loopback(swarm: LabSwarm, lab: Lab) -> None:
     from pydantic import ValidationError
 
-    from hivemind_exp.settings import TrainerSettings
+    from hivemind_exp.services.settings import TrainerSettings
 
     # The router lets the NAT'd host out but nobody in.
     assert swarm.reachable("t2", "boot"), "the NAT'd host cannot reach the bootnode through its router"
@@ -228,7 +228,6 @@ def test_bootnode_partition_and_late_joiner(swarm: LabSwarm, lab: Lab) -> None:
     t_cut = time.time()
     lab.cut("boot")
     # A trainer started while the bootnode is unreachable: bounded retries, one line per attempt.
-    late_dir = swarm.work / "late"
     late_log = swarm.work / "late.log"
     argv = [a for a in swarm.services["t0"].argv]
     argv = _retarget(argv, swarm, "late") + ["--dht-startup-retries", "6", "--dht-startup-backoff", "2",

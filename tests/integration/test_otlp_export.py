@@ -20,7 +20,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from hivemind_exp.telemetry import setup_telemetry
+from hivemind_exp.common.telemetry import setup_telemetry
 
 OTEL_VARS = (
     "OTEL_METRICS_EXPORTER",

@@ -116,7 +116,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 TRAINER_CHILD = textwrap.dedent(
     """
     import sys, time
-    from hivemind_exp.telemetry import setup_telemetry
+    from hivemind_exp.common.telemetry import setup_telemetry
     t = setup_telemetry("trainer", {"peer_id": "QmScrapePeer", "node_name": "scrape-peer"},
                         prometheus_port=int(sys.argv[1]))
     m = t.trainer_metrics()

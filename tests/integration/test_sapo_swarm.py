@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
 
 def steps(path: Path) -> list[dict]:
-    from hivemind_exp.events import read_events
+    from hivemind_exp.common.events import read_events
 
     return list(read_events(path, kind="step"))
 
@@ -31,7 +31,7 @@ def steps(path: Path) -> list[dict]:
 def test_three_sapo_peers_share_and_train_on_each_others_groups(tmp_path, tiny_model_dir, tiny_profile):
     from hivemind_exp.chain.client import ChainReader, load_deployment_address
     from hivemind_exp.chain.rewards import points_to_chain
-    from hivemind_exp.identity import ensure_identity, load_peer_id
+    from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
     from hivemind_exp.swarm.hivemind_transport import HivemindTransport
 
     base = free_block(4)

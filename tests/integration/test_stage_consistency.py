@@ -35,7 +35,7 @@ def get_json(url: str) -> dict:
 
 def test_chain_dht_and_dashboard_name_the_same_stage_for_a_whole_round(tmp_path, tiny_model_dir, tiny_profile):
     from hivemind_exp.chain.client import ChainReader, load_deployment_address
-    from hivemind_exp.identity import ensure_identity, load_peer_id
+    from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
     from hivemind_exp.swarm.hivemind_transport import HivemindTransport
 
     base = free_block(2)

@@ -65,7 +65,7 @@ def steps_done(text: str) -> list[tuple[int, int]]:
 
 
 def test_trainer_killed_mid_stage_resumes_and_silent_coordinator_stalls_nobody(tmp_path, tiny_model_dir):
-    from hivemind_exp.identity import ensure_identity, load_peer_id
+    from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
 
     profile = tmp_path / "tiny.yaml"
     profile.write_text("model: tiny\nquestions_per_round: 2\ngrpo:\n  num_generations: 3\n"

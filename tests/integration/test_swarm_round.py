@@ -26,7 +26,7 @@ def test_local_swarm_plays_a_full_round_on_chain(tmp_path, tiny_model_dir, tiny_
     """`rl-swarm up` with 3 peers: records of every stage, winners, and chain totals that match."""
     from hivemind_exp.chain.client import ChainReader, load_deployment_address
     from hivemind_exp.chain.rewards import points_to_chain
-    from hivemind_exp.identity import ensure_identity, load_peer_id
+    from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
     from hivemind_exp.swarm.hivemind_transport import HivemindTransport
 
     base = free_block(4)
@@ -63,7 +63,7 @@ def test_local_swarm_plays_a_full_round_on_chain(tmp_path, tiny_model_dir, tiny_
         winners = client.fetch_winners(0, timeout=10)
         # a random tiny model rarely answers right: a vote may be empty ("no winner"), never a stranger
         assert all(set(w) <= set(peer_ids) for w in winners.values())
-        from hivemind_exp.events import read_events
+        from hivemind_exp.common.events import read_events
 
         for i in range(3):
             steps = {e["stage"]: e for e in read_events(run_dir / f"peer{i}" / "events.jsonl", kind="step")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.identity import ensure_identity, load_peer_id
+from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
 from hivemind_exp.swarm.hivemind_transport import HivemindTransport
 from hivemind_exp.swarm.transport import SwarmStartupError
 from tests.fixtures.swarm import swarm_settings

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import msgpack
 import pytest
 
-from hivemind_exp.identity import load_peer_id
+from hivemind_exp.swarm.identity import load_peer_id
 from hivemind_exp.swarm import keys
 from hivemind_exp.swarm.hivemind_transport import HivemindTransport
 from hivemind_exp.swarm.records import (

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hivemind_exp.game.answers import answers_match, extract_number, reference_from_gsm8k
-from hivemind_exp.paths import shared_dir
+from hivemind_exp.common.paths import shared_dir
 
 GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hivemind_exp.chain.artifact import load_artifact
-from hivemind_exp.paths import shared_dir
+from hivemind_exp.common.paths import shared_dir
 
 PUBLIC_ABI = shared_dir() / "abi" / "SwarmCoordinator-0.4.2.abi.json"
 

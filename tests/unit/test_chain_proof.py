@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from hivemind_exp.chain.proof import REGISTRATION_TAG, PeerKey, registration_message
-from hivemind_exp.identity import decode_key_message, ensure_identity, load_identity
+from hivemind_exp.swarm.identity import decode_key_message, ensure_identity, load_identity
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 WALLET = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -31,7 +31,7 @@ def test_peer_key_of_a_node_identity_has_the_nodes_peer_id(tmp_path: Path) -> No
 
 
 def test_public_key_is_what_the_peer_id_hashes(key: PeerKey) -> None:
-    from hivemind_exp.identity import b58encode
+    from hivemind_exp.swarm.identity import b58encode
 
     assert b58encode(b"\x12\x20" + hashlib.sha256(key.public_key).digest()) == key.peer_id
     key_type, spki = decode_key_message(key.public_key)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hivemind_exp.chain.settings import ChainSettings, LocalChainSettings, read_private_key
-from hivemind_exp.settings_base import SettingsError, load_settings
+from hivemind_exp.common.settings_base import SettingsError, load_settings
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 

@@ -56,7 +56,7 @@ def test_log_lines_follow_the_current_stderr(monkeypatch: pytest.MonkeyPatch) ->
     import io
     import logging
 
-    from hivemind_exp.logging_setup import configure_logging
+    from hivemind_exp.common.logging_setup import configure_logging
 
     first, second = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stderr", first)

@@ -299,7 +299,7 @@ def final_stage_files(dockerfile: Path) -> set[str]:
 def settings_classes(subcommand: str) -> list[type]:
     """The settings classes `rl-swarm <subcommand>` exposes as flags (fails if the command is missing)."""
     from hivemind_exp.cli import COMMANDS, build_parser
-    from hivemind_exp.settings_base import ServiceSettings
+    from hivemind_exp.common.settings_base import ServiceSettings
 
     assert subcommand in COMMANDS, f"`rl-swarm {subcommand}` is not in hivemind_exp.cli.COMMANDS"
     try:
@@ -653,7 +653,7 @@ def test_published_ports_are_the_ports_the_settings_listen_on(
 
 
 def _check_env(name: str, svc: dict[str, Any]) -> None:
-    from hivemind_exp.telemetry import TelemetrySettings
+    from hivemind_exp.common.telemetry import TelemetrySettings
 
     runs, classes = _service_classes(name, svc)
     known = set(DIRECT_ENV) | set(env_names(TelemetrySettings))
@@ -676,8 +676,8 @@ def test_rlswarm_variables_are_settings_fields(base: dict[str, Any], merged: dic
 
 
 def test_telemetry_env_points_at_the_collector(base: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from hivemind_exp.settings_base import load_settings
-    from hivemind_exp.telemetry import TelemetrySettings
+    from hivemind_exp.common.settings_base import load_settings
+    from hivemind_exp.common.telemetry import TelemetrySettings
 
     collector = yaml.safe_load(COLLECTOR.read_text())
     protocols = collector["receivers"]["otlp"]["protocols"]
@@ -789,7 +789,7 @@ def test_depends_on_waits_for_health(base: dict[str, Any]) -> None:
 
 
 def test_volumes_hold_state_and_bind_mounts_exist(base: dict[str, Any], merged: dict[str, Any]) -> None:
-    from hivemind_exp.paths import repo_root
+    from hivemind_exp.common.paths import repo_root
     from modal_login.settings import default_data_dir
 
     for compose in (base, merged):

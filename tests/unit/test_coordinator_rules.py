@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hivemind_exp.coordinator import Coordinator
-from hivemind_exp.settings import CoordinatorSettings
+from hivemind_exp.services.coordinator import Coordinator
+from hivemind_exp.services.settings import CoordinatorSettings
 from hivemind_exp.swarm.memory_transport import MemorySwarm
 from hivemind_exp.swarm.records import OutputRecord, RolloutGroup, TaskSpecRecord
 

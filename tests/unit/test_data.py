@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from hivemind_exp.data import (
+from hivemind_exp.game.data import (
     TEMPLATES, DatasetError, GeneratedSource, JsonlSource, gsm8k_final_answer, open_source, round_problems,
 )
-from hivemind_exp.paths import shared_dir
+from hivemind_exp.common.paths import shared_dir
 
 GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hivemind_exp.data import GeneratedSource
-from hivemind_exp.evaluation import EvalResult, evaluate
+from hivemind_exp.game.data import GeneratedSource
+from hivemind_exp.game.evaluation import EvalResult, evaluate
 from tests.fixtures.tiny_model import make_tiny_model
 
 PROBLEMS = list(GeneratedSource(seed=5, size=5).problems())

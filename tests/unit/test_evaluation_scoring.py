@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hivemind_exp.data import GeneratedSource, Problem, question_id, round_problems
-from hivemind_exp.evaluation import (
+from hivemind_exp.game.data import GeneratedSource, Problem, question_id, round_problems
+from hivemind_exp.game.evaluation import (
     EvalRecord, EvalResult, HeldOutLeakError, _batches_by_length, assert_disjoint, held_out_count, held_out_ids,
     held_out_split, score_completion,
 )

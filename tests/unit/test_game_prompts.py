@@ -8,7 +8,7 @@ import string
 
 import pytest
 
-from hivemind_exp.data import Problem, question_id
+from hivemind_exp.game.data import Problem, question_id
 from hivemind_exp.game.prompts import (
     NONE,
     SYSTEM_PROMPTS,
@@ -21,8 +21,8 @@ from hivemind_exp.game.prompts import (
     stage_prompt,
     swarm_view,
 )
-from hivemind_exp.names import is_generated_name, pseudonyms
-from hivemind_exp.paths import shared_dir
+from hivemind_exp.swarm.names import is_generated_name, pseudonyms
+from hivemind_exp.common.paths import shared_dir
 
 GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 MAX_TOKENS = 1500
@@ -37,7 +37,7 @@ def gsm8k() -> list[dict[str, str]]:
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from hivemind_exp.model_source import resolve_model
+    from hivemind_exp.trainer.model_source import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("embedded", progress=False))
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from hivemind_exp.data import Problem
+from hivemind_exp.game.data import Problem
 from hivemind_exp.game.winners import pick_winners, score_peer
 
 PROBLEMS = [Problem("q1", "3 * 4?", "12"), Problem("q2", "10 - 3?", "7"), Problem("q3", "2 + 2?", "4")]

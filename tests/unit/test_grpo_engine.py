@@ -426,7 +426,7 @@ def test_available_cpus_and_thread_tuner_pick_the_faster_count() -> None:
 
 
 def test_tiny_model_dir_is_a_loadable_checkpoint(tiny_model_dir: Path) -> None:
-    from hivemind_exp.model_source import load_model_and_tokenizer
+    from hivemind_exp.trainer.model_source import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(str(tiny_model_dir), progress=False)
     reference, _ = make_tiny_model()

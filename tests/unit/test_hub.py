@@ -1,4 +1,4 @@
-"""The HF token check at start (`hivemind_exp.hub.check_write_token`) against a local fake hub.
+"""The HF token check at start (`hivemind_exp.trainer.hub.check_write_token`) against a local fake hub.
 
 The fake answers `/api/whoami-v2` the way the hub does for each kind of token, so every
 refusal is exercised without network access.
@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hivemind_exp.hub import HubError, check_write_token
+from hivemind_exp.trainer.hub import HubError, check_write_token
 
 
 def _scoped(entity: str, *perms: str) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from hivemind_exp.identity import (
+from hivemind_exp.swarm.identity import (
     IdentityError,
     decode_key_message,
     encode_key_message,

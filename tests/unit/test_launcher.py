@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from hivemind_exp.launcher import LaunchError, ServiceSpec, Supervisor, check_ports, http_ready, port_free, tcp_ready
+from hivemind_exp.common.net import port_free
+from hivemind_exp.services.launcher import LaunchError, ServiceSpec, Supervisor, check_ports, http_ready, tcp_ready
 from tests.fixtures.procs import free_port
 
 

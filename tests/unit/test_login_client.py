@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.login_client import (ActivationTimeout, UserData, read_api_key, read_user_data,
+from hivemind_exp.chain.login_client import (ActivationTimeout, UserData, read_api_key, read_user_data,
                                        wait_for_activation, write_private_json)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.settings_base import SettingsError, load_settings
+from hivemind_exp.common.settings_base import SettingsError, load_settings
 from modal_login import keystore, security
 from modal_login.ratelimit import TokenBucket
 from modal_login.settings import LoginSettings

@@ -1,10 +1,10 @@
-"""Shared parsing of multiaddr lists, peer IDs and namespaces (`hivemind_exp.multiaddrs`)."""
+"""Shared parsing of multiaddr lists, peer IDs and namespaces (`hivemind_exp.swarm.multiaddrs`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from hivemind_exp.multiaddrs import as_list, check_maddr, check_namespace, check_peer_id
+from hivemind_exp.swarm.multiaddrs import as_list, check_maddr, check_namespace, check_peer_id
 
 PEER = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
 

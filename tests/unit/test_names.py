@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from hivemind_exp.names import (
+from hivemind_exp.swarm.names import (
     NAME_SPACE,
     WORD_LISTS,
     is_generated_name,

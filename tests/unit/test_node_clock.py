@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from hivemind_exp.node import TrainerNode
-from hivemind_exp.settings import TrainerSettings
+from hivemind_exp.services.node import TrainerNode
+from hivemind_exp.services.settings import TrainerSettings
 from hivemind_exp.swarm.memory_transport import MemorySwarm
 
 COORD = "QmCoordCoordCoordCoordCoordCoordCoordCoordCoor"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.events import MemoryEvents
-from hivemind_exp.node import TrainerNode
-from hivemind_exp.settings import TrainerSettings
+from hivemind_exp.common.events import MemoryEvents
+from hivemind_exp.services.node import TrainerNode
+from hivemind_exp.services.settings import TrainerSettings
 from hivemind_exp.swarm.memory_transport import MemorySwarm
 from hivemind_exp.swarm.records import OutputRecord
 from tests.fixtures.tiny_model import make_tiny_model

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.profiles import CONFIG_ROOT, MIX_DIR, ProfileError, choose_profile, load_profile
+from hivemind_exp.trainer.profiles import CONFIG_ROOT, MIX_DIR, ProfileError, choose_profile, load_profile
 
 SHIPPED = sorted(p for p in CONFIG_ROOT.glob("*/*.yaml") if p.parent.name != MIX_DIR)
 MIXES = sorted((CONFIG_ROOT / MIX_DIR).glob("*.yaml"))

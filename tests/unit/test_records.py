@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hivemind_exp.identity import ensure_identity, load_identity
-from hivemind_exp.settings_base import SettingsError, load_settings
+from hivemind_exp.swarm.identity import ensure_identity, load_identity
+from hivemind_exp.common.settings_base import SettingsError, load_settings
 from hivemind_exp.swarm import keys
 from hivemind_exp.swarm.records import (
     ChunkWire,

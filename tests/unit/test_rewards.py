@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hivemind_exp.data import Problem, question_id
+from hivemind_exp.game.data import Problem, question_id
 from hivemind_exp.game.parser import stage_parser
 from hivemind_exp.game.prompts import NONE, PromptLimits, stage_prompt
 from hivemind_exp.game.rewards import (
@@ -23,7 +23,7 @@ from hivemind_exp.game.rewards import (
     reward_context,
     stage_rubric,
 )
-from hivemind_exp.names import pseudonyms
+from hivemind_exp.swarm.names import pseudonyms
 
 Q = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many altogether?"
 PROBLEM = Problem(question_id(Q), Q, "72")
@@ -282,7 +282,7 @@ def test_every_stage_scores_bad_input_fast_and_finite() -> None:
 
 
 def test_untagged_right_answer_earns_a_little_so_groups_differ():
-    from hivemind_exp.data import Problem
+    from hivemind_exp.game.data import Problem
     from hivemind_exp.game.rewards import loose_correctness_reward, reward_context, stage_rubric
 
     prob = Problem(qid="q", question="What is 3 + 4?", answer="7")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hivemind_exp.events import MemoryEvents
+from hivemind_exp.common.events import MemoryEvents
 from hivemind_exp.sapo.game import SapoParams, SapoPlayer, spec_key
 from hivemind_exp.sapo.rubric import sapo_prompt, sapo_rubric
 from hivemind_exp.swarm.memory_transport import MemorySwarm
@@ -16,7 +16,7 @@ PEERS = ["QmAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "QmBBBBBBBBBBBBBBBBBB
 
 @pytest.fixture(scope="module")
 def source():
-    from hivemind_exp.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
+    from hivemind_exp.trainer.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
     from hivemind_exp.sapo.tasks import ReasoningGymSource, TaskMix
 
     return ReasoningGymSource(TaskMix.from_yaml(CONFIG_ROOT / DEFAULT_TASK_MIX))

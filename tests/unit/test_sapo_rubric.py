@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hivemind_exp.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
+from hivemind_exp.trainer.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
 from hivemind_exp.sapo.rubric import FORMAT_WEIGHT, sapo_prompt, sapo_rubric, untagged_answer_candidates
 from hivemind_exp.sapo.tasks import ReasoningGymSource, TaskMix
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hivemind_exp.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
+from hivemind_exp.trainer.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
 from hivemind_exp.sapo.tasks import (
     HELD_OUT_BASE,
     INDEX_LIMIT,

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from hivemind_exp.settings import LauncherSettings
-from hivemind_exp.settings_base import SettingsError, add_settings_arguments, load_settings, overrides_from_args
+from hivemind_exp.services.settings import LauncherSettings
+from hivemind_exp.common.settings_base import SettingsError, add_settings_arguments, load_settings, overrides_from_args
 
 
 def test_defaults_load(monkeypatch):
@@ -72,8 +72,8 @@ def test_flags_generated_from_fields():
 
 def test_up_passes_the_sapo_knobs_on_to_every_trainer(tmp_path, monkeypatch) -> None:
     from hivemind_exp.commands.up import Plan
-    from hivemind_exp.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
-    from hivemind_exp.settings import TrainerSettings
+    from hivemind_exp.trainer.profiles import CONFIG_ROOT, DEFAULT_TASK_MIX
+    from hivemind_exp.services.settings import TrainerSettings
 
     monkeypatch.chdir(tmp_path)
     mix = CONFIG_ROOT / DEFAULT_TASK_MIX

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hivemind_exp.identity import ensure_identity, load_identity
+from hivemind_exp.swarm.identity import ensure_identity, load_identity
 from hivemind_exp.swarm.hivemind_transport import HivemindTransport, probe_bootnodes
 from hivemind_exp.swarm.settings import SwarmSettings
 from hivemind_exp.swarm.transport import SwarmStartupError

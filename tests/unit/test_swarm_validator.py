@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from hivemind_exp.identity import ensure_identity, load_identity
+from hivemind_exp.swarm.identity import ensure_identity, load_identity
 from hivemind_exp.swarm import keys
 from hivemind_exp.swarm.records import MAX_SUBKEYS_PER_OWNER, OutputRecord, OutputWire, RewardWire, encode_wire
 

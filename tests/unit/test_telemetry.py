@@ -1,4 +1,4 @@
-"""hivemind_exp.telemetry: exporter choice, the Prometheus endpoint, bundles, ASGI pieces.
+"""hivemind_exp.common.telemetry: exporter choice, the Prometheus endpoint, bundles, ASGI pieces.
 
 Real SDK, real prometheus_client HTTP server on a free loopback port, a real FastAPI app
 through its TestClient; values are read back by parsing the exposition text.
@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hivemind_exp.settings_base import SettingsError
-from hivemind_exp.telemetry import (
+from hivemind_exp.common.settings_base import SettingsError
+from hivemind_exp.common.telemetry import (
     Telemetry,
     TelemetryError,
     get_telemetry,
@@ -77,7 +77,7 @@ def _find(samples: dict[tuple[str, frozenset], float], name: str, **labels: str)
 
 def test_import_does_nothing() -> None:
     code = (
-        "import sys, threading, hivemind_exp.telemetry as t; "
+        "import sys, threading, hivemind_exp.common.telemetry as t; "
         "print(any(m.startswith('opentelemetry.sdk') for m in sys.modules), threading.active_count(), t.get_telemetry())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from api.server import create_app
 from api.settings import DashboardSettings
-from hivemind_exp.names import peer_name
-from hivemind_exp.settings_base import SettingsError, load_settings
+from hivemind_exp.swarm.names import peer_name
+from hivemind_exp.common.settings_base import SettingsError, load_settings
 
 PEER = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
 
@@ -167,7 +167,7 @@ def test_settings_errors_name_the_fix(tmp_path: Path) -> None:
 
 
 def test_cached_fast_path_matches_the_routed_answer_and_is_measured(tmp_path: Path) -> None:
-    from hivemind_exp.telemetry import setup_telemetry
+    from hivemind_exp.common.telemetry import setup_telemetry
 
     setup_telemetry("dashboard")
     with TestClient(create_app(make_settings(tmp_path))) as c:

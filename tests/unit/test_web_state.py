@@ -6,7 +6,7 @@ import json
 
 from api.sources import ChainSnapshot, GossipItem, PeerSeen, SwarmSnapshot
 from api.state import DashboardState, LocalNode
-from hivemind_exp.names import peer_name
+from hivemind_exp.swarm.names import peer_name
 from hivemind_exp.swarm.records import EvalSummary, SapoStats
 
 A = "QmAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"

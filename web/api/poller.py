@@ -32,7 +32,7 @@ ChainFactory = Callable[[], ChainReader]
 
 
 def _metrics() -> Any:
-    from hivemind_exp.telemetry import get_telemetry
+    from hivemind_exp.common.telemetry import get_telemetry
 
     telemetry = get_telemetry("dashboard")
     return telemetry.dashboard_metrics() if telemetry is not None else None

@@ -27,7 +27,7 @@ from api import models
 from api.poller import ChainFactory, Poller, SwarmFactory
 from api.settings import DashboardSettings
 from api.state import DEFAULT_GOSSIP, DEFAULT_PAGE, DEFAULT_SERIES, DashboardState
-from hivemind_exp.names import normalize_name, peer_name
+from hivemind_exp.swarm.names import normalize_name, peer_name
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ async def _read_capped_body(request: Request, limit: int) -> bytes | None:
 def create_app(settings: DashboardSettings | None = None, *, swarm_factory: SwarmFactory | None = None,
                chain_factory: ChainFactory | None = None) -> FastAPI:
     """The dashboard app. Factories default to the real DHT and contract readers."""
-    from hivemind_exp.settings_base import load_settings
+    from hivemind_exp.common.settings_base import load_settings
 
     cfg = settings if settings is not None else load_settings(DashboardSettings)
     state = DashboardState(history_rounds=cfg.history_rounds, max_peers=cfg.max_peers, gossip_size=cfg.gossip_size,
@@ -179,7 +179,7 @@ def create_app(settings: DashboardSettings | None = None, *, swarm_factory: Swar
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        from hivemind_exp.telemetry import setup_telemetry
+        from hivemind_exp.common.telemetry import setup_telemetry
 
         try:
             setup_telemetry("dashboard")
@@ -203,7 +203,7 @@ def create_app(settings: DashboardSettings | None = None, *, swarm_factory: Swar
     app.state.poller = poller
     app.state.settings = cfg
 
-    from hivemind_exp.telemetry import Telemetry, instrument_fastapi
+    from hivemind_exp.common.telemetry import Telemetry, instrument_fastapi
 
     # Added before the telemetry middleware, so it runs inside it (cached answers are measured too).
     app.add_middleware(CachedBodies, state=state, routes=lambda: app.routes)

@@ -11,8 +11,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from hivemind_exp.chain.settings import check_address, check_http_url
-from hivemind_exp.multiaddrs import as_list, check_maddr, check_namespace, check_peer_id
-from hivemind_exp.settings_base import ServiceSettings
+from hivemind_exp.swarm.multiaddrs import as_list, check_maddr, check_namespace, check_peer_id
+from hivemind_exp.common.settings_base import ServiceSettings
 
 
 

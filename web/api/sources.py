@@ -286,7 +286,7 @@ def read_local_peer_id(identity_file: Any) -> str | None:
     """The base58 peer ID of a libp2p key file (swarm.pem), or None when there is none yet."""
     from pathlib import Path
 
-    from hivemind_exp.identity import load_peer_id
+    from hivemind_exp.swarm.identity import load_peer_id
 
     path = Path(identity_file)
     if not path.is_file():

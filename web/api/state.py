@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from api import models
 from api.sources import ChainSnapshot, GossipItem, SwarmSnapshot
 from hivemind_exp.game import stage as game_stage
-from hivemind_exp.names import name_to_peer_candidates, peer_name
+from hivemind_exp.swarm.names import name_to_peer_candidates, peer_name
 from hivemind_exp.swarm.records import EvalSummary, SapoStats
 
 DEFAULT_PAGE = 100

@@ -13,7 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 
 from hivemind_exp.chain.settings import ChainSettings
 from hivemind_exp.game.stage import Game, stage_count
-from hivemind_exp.settings_base import ServiceSettings
+from hivemind_exp.common.settings_base import ServiceSettings
 from hivemind_exp.swarm.settings import SwarmSettings
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 def repo_root() -> Path:
     """The checkout this package runs from (editable install) or the package's parent."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def cache_dir() -> Path:

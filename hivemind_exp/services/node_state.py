@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hivemind_exp.fileio import atomic_write_text
+from hivemind_exp.common.fileio import atomic_write_text
 
 
 @dataclass

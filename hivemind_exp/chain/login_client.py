@@ -72,9 +72,9 @@ class ApiKey:
 # ---------------------------------------------------------------------------------- files
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically with mode 0600 (see `hivemind_exp.fileio`): never half a file,
+    """Write JSON atomically with mode 0600 (see `hivemind_exp.common.fileio`): never half a file,
     never readable by others."""
-    from hivemind_exp.fileio import atomic_write_text
+    from hivemind_exp.common.fileio import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2) + "\n", mode=0o600)
 

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hivemind_exp.paths import cache_dir
+from hivemind_exp.common.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from hivemind_exp.common.net import port_free
+
 log = logging.getLogger(__name__)
 
 RestartPolicy = Literal["never", "on-failure"]
@@ -53,17 +55,6 @@ class _Running:
     proc: subprocess.Popen
     log_path: Path
     restarts: int = 0
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    for h in {host, "0.0.0.0"}:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((h, port))
-            except OSError:
-                return False
-    return True
 
 
 def check_ports(ports: dict[str, tuple[int, str]]) -> None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import AliasChoices, Field, field_validator
 
-from hivemind_exp.settings_base import ServiceSettings, load_settings
+from hivemind_exp.common.settings_base import ServiceSettings, load_settings
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter

@@ -37,21 +37,21 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hivemind_exp.data import DatasetSource, Problem, open_source, round_problems
-from hivemind_exp.events import EventSink
+from hivemind_exp.game.data import DatasetSource, Problem, open_source, round_problems
+from hivemind_exp.common.events import EventSink
 from hivemind_exp.game import stage as stages
-from hivemind_exp.node_state import NodeState
-from hivemind_exp.settings import TrainerSettings
+from hivemind_exp.services.node_state import NodeState
+from hivemind_exp.services.settings import TrainerSettings
 
 if TYPE_CHECKING:  # types only: the node imports its heavy parts when it builds them
     from hivemind_exp.chain.client import ChainClient
     from hivemind_exp.chain.outbox import Outbox, OutboxWorker
-    from hivemind_exp.profiles import Profile
+    from hivemind_exp.trainer.profiles import Profile
     from hivemind_exp.sapo.game import SapoPlayer
     from hivemind_exp.sapo.tasks import ReasoningGymSource
     from hivemind_exp.swarm.records import EvalSummary, SapoStats
     from hivemind_exp.swarm.transport import SwarmTransport
-    from hivemind_exp.telemetry import Telemetry, TrainerMetrics
+    from hivemind_exp.common.telemetry import Telemetry, TrainerMetrics
     from hivemind_exp.trainer.protocol import TrainingEngine
 
 log = logging.getLogger(__name__)
@@ -124,11 +124,11 @@ class TrainerNode:
                             f"{peer_id}: use the matching --identity-path or another --data-dir")
         self.state.peer_id = peer_id
         self._clean_checkpoint_leftovers()
-        from hivemind_exp.names import peer_name
+        from hivemind_exp.swarm.names import peer_name
 
         log.info("node identity: peer %s (%s)", peer_id, peer_name(peer_id))
         if self.events is None:
-            from hivemind_exp.events import EVENTS_FILE, JsonlEvents
+            from hivemind_exp.common.events import EVENTS_FILE, JsonlEvents
 
             self.events = JsonlEvents(self.data_dir / EVENTS_FILE)
         if self._telemetry_on:
@@ -148,15 +148,15 @@ class TrainerNode:
         """This node's peer ID: the given transport's, else the identity file's (made on first start)."""
         if self.transport is not None:
             return self.transport.peer_id
-        from hivemind_exp.identity import ensure_identity, load_peer_id
+        from hivemind_exp.swarm.identity import ensure_identity, load_peer_id
 
         ensure_identity(self.s.identity_path)
         log.info("identity file %s", self.s.identity_path)
         return load_peer_id(self.s.identity_path)
 
     def _setup_telemetry(self, peer_id: str) -> None:
-        from hivemind_exp.names import peer_name
-        from hivemind_exp.telemetry import setup_telemetry
+        from hivemind_exp.swarm.names import peer_name
+        from hivemind_exp.common.telemetry import setup_telemetry
 
         self.telemetry = setup_telemetry("rl-swarm-trainer", {"peer_id": peer_id, "node_name": peer_name(peer_id)},
                                          prometheus_port=self.s.metrics_port or None)
@@ -167,7 +167,7 @@ class TrainerNode:
     def _setup_hub(self) -> None:
         if not self.s.push_to_hub:
             return
-        from hivemind_exp.hub import HubError, check_write_token
+        from hivemind_exp.trainer.hub import HubError, check_write_token
 
         try:
             who = check_write_token(self.s.hf_token.get_secret_value(), self.s.hub_model_id)
@@ -193,13 +193,13 @@ class TrainerNode:
         from hivemind_exp.chain.client import build_client, ensure_registered
         from hivemind_exp.chain.errors import ChainError
         from hivemind_exp.chain.proof import PeerKey
-        from hivemind_exp.identity import load_identity
+        from hivemind_exp.swarm.identity import load_identity
 
         # The contract registers a peer ID only with a signature of the peer's own key.
         peer_key = PeerKey.from_identity(load_identity(self.s.identity_path))
 
         if self.s.chain_mode == "relay":
-            from hivemind_exp.login_client import wait_for_activation
+            from hivemind_exp.chain.login_client import wait_for_activation
 
             wait_for_activation(self.s.login_url, self.s.org_id, self.s.api_key_wait_seconds)
         chain = build_client(self.s)
@@ -221,8 +221,8 @@ class TrainerNode:
         return chain
 
     def _setup_engine(self) -> None:
-        from hivemind_exp.model_source import load_model_and_tokenizer
-        from hivemind_exp.profiles import apply_device_env, choose_profile, detect_device
+        from hivemind_exp.trainer.model_source import load_model_and_tokenizer
+        from hivemind_exp.trainer.profiles import apply_device_env, choose_profile, detect_device
         from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
 
         device = detect_device(self.s.device)
@@ -275,7 +275,7 @@ class TrainerNode:
             return
         self.dataset = open_source(self.s.dataset, self.s.dataset_path, seed=self.s.swarm_seed)
         if self.s.eval_every_rounds:
-            from hivemind_exp.evaluation import held_out_split
+            from hivemind_exp.game.evaluation import held_out_split
 
             _, self.held_out = held_out_split(list(self.dataset.problems()), self.s.eval_problems, self.s.swarm_seed)
 
@@ -661,7 +661,7 @@ class TrainerNode:
                 self.events.emit("eval", round=round_no, game="sapo", peer=self.state.peer_id, n=res.n,
                                  accuracy=res.accuracy, format_rate=res.format_rate, per_task=res.per_task)
             else:
-                from hivemind_exp.evaluation import evaluate
+                from hivemind_exp.game.evaluation import evaluate
 
                 res = evaluate(self.engine.model, self.engine.tokenizer, self.held_out,
                                max_new_tokens=self.engine.params.max_completion_length)
@@ -675,7 +675,7 @@ class TrainerNode:
             if self.metrics:
                 self.metrics.record_eval(res.accuracy, res.format_rate)
         if self.s.push_to_hub and self.state.checkpoint:
-            from hivemind_exp.hub import push_checkpoint
+            from hivemind_exp.trainer.hub import push_checkpoint
 
             try:
                 push_checkpoint(self.data_dir / CHECKPOINTS / self.state.checkpoint, self.s.hub_model_id,
@@ -700,7 +700,7 @@ class TrainerNode:
 
     # ------------------------------------------------------------------ background
     def _heartbeat_loop(self) -> None:
-        from hivemind_exp.names import peer_name
+        from hivemind_exp.swarm.names import peer_name
 
         wallet = None
         if self.chain is not None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 DEVICE_DIRS = {"cpu": "cpu", "mps": "mac", "cuda": "gpu"}
 MIX_DIR = "sapo"  # configs/sapo/*.yaml: ReasoningGym task mixes, not device profiles
 DEFAULT_TASK_MIX = f"{MIX_DIR}/default_mix.yaml"
@@ -100,7 +100,7 @@ def load_profile(path: Path) -> Profile:
 
 
 def _model_key(model: str) -> str:
-    from hivemind_exp.model_source import is_embedded
+    from hivemind_exp.trainer.model_source import is_embedded
 
     return "embedded" if is_embedded(model) else model.rstrip("/").lower()
 
