@@ -191,7 +191,8 @@ class Coordinator:
         self.deadline = self.stage_started + self.s.stage_seconds
         self._save_state()
         self._publish()
-        log.info("round %d stage %d started; deadline in %.0f s", self.round, self.stage, self.s.stage_seconds)
+        log.info("round %d stage %d started (%s); deadline in %.0f s", self.round, self.stage,
+                 stages.stage_name(self.s.game, self.stage), self.s.stage_seconds)
         if self.metrics:
             self.metrics.set_round(self.round, self.stage)
 
