@@ -24,16 +24,14 @@ def cache_dir() -> Path:
 
 
 def shared_dir() -> Path:
-    """The shared data beside the checkout (GSM8K split, public ABIs) used by tests and benchmarks.
+    """The shared data (GSM8K split, public ABIs) that tests and benchmarks read, never shipped.
 
-    `RLSWARM_SHARED_DIR`, else `../shared` next to the checkout, else `/work/shared` (where the
-    development machines keep it, so a clone elsewhere, e.g. in /tmp, still finds it).
+    `RLSWARM_SHARED_DIR`, else `shared/` beside the checkout.
     """
     env = os.environ.get("RLSWARM_SHARED_DIR")
     if env:
         return Path(env).expanduser()
-    beside = repo_root().parent / "shared"
-    return beside if beside.is_dir() else Path("/work/shared")
+    return repo_root().parent / "shared"
 
 
 def node_modules_bin(name: str) -> Path:
