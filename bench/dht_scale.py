@@ -295,12 +295,23 @@ class Peer:
     def shutdown(self, grace: float) -> None:
         """Ask the peer to close (`reap` then waits and kills whatever of its tree is left)."""
         self.refresh_pids()
-        if self.proc.poll() is None:
+        if not self.info:  # still starting: it reads no commands yet, so stop its tree now
+            self.kill_tree()
+        elif self.proc.poll() is None:
             try:
                 self.send({"cmd": "quit"})
                 assert self.proc.stdin is not None
                 self.proc.stdin.close()
             except (PeerFailed, OSError):
+                pass
+
+    def kill_tree(self) -> None:
+        import psutil
+
+        for pid in self.pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
                 pass
 
     def reap(self, grace_deadline: float) -> int:
@@ -574,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started in the background, where SIGINT is ignored
     results = []
     try:
         for n in sizes:
