@@ -372,7 +372,7 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
         load_before = uptime()
         log(f"--- {n} peers; {load_before}")
         try:
-            from hivemind_exp.identity import ensure_identity, load_identity
+            from hivemind_exp.swarm.identity import ensure_identity, load_identity
 
             boot_id = load_identity(ensure_identity(tmp / "peer0.pem")).peer_id
             peers.append(Peer(0, tmp, args, [], boot_id))

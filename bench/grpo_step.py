@@ -4,7 +4,7 @@
     scripts/genrl_venv.sh    # once: genrl's own venv (.venv-genrl), or pass --skip-genrl
 
 Every side trains SmolLM2-135M-Instruct (fp32, CPU, the same thread count) on chat-formatted
-GSM8K questions from /work/shared/datasets/gsm8k/train.jsonl with the same reward.
+GSM8K questions from shared/datasets/gsm8k/train.jsonl with the same reward.
 Shapes: `anchor` = 4 prompts x 2 completions per step, `sapo` = the SAPO game's 4 questions x 8
 completions (32 rows); completions of up to --max-completion-length tokens (128).
 
@@ -395,8 +395,8 @@ def run_worker(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     python, model, env = sys.executable, args.model, None
     if kind == "genrl":
         # genrl's own venv; it gets the same safetensors checkpoint our loader uses, and only
-        # hivemind_exp.paths (stdlib only) from this repo.
-        from hivemind_exp.model_source import resolve_model
+        # hivemind_exp.common.paths (stdlib only) from this repo.
+        from hivemind_exp.trainer.model_source import resolve_model
 
         python, model = str(args.genrl_python), resolve_model(args.model, progress=False)
         env = dict(os.environ, PYTHONPATH=str(REPO))
