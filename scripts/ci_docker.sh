@@ -127,7 +127,6 @@ for _ in $(seq 120); do
   sleep 0.5
 done
 docker version >/dev/null 2>&1 || fail "engine: dockerd did not answer on $SOCK in 60 s: $(tail -3 "$LOGS/dockerd.log" | tr '\n' ' ')"
-docker run --rm --network none hello-world >/dev/null 2>&1 || true   # (no image needed for the checks below)
 pass "engine: dockerd $(docker version -f '{{.Server.Version}}') on $SOCK, data root $DATA_ROOT"
 
 # ------------------------------------------------------------------------- base images
@@ -304,21 +303,43 @@ pass "trainer: ${step#*| }"
 compose exec -T chain cat /data/chain/deployment.json > "$TMP/deployment.json" || fail "chain: no deployment.json in the chain volume"
 CONTRACT=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['address'])" "$TMP/deployment.json") \
   || fail "chain: deployment.json has no address: $(head -c 200 "$TMP/deployment.json")"
-reward=""
-for _ in $(seq 60); do
-  reward=$(PYTHONPATH=$ROOT "$PY" -c "
-import sys
+cat > "$TMP/rewards.py" <<'EOF'
+"""The trainer's RewardSubmitted events on the chain, and getTotalRewards: one JSON line."""
+import json, sys
 from hivemind_exp.chain.client import ChainReader
-print(ChainReader(sys.argv[1], sys.argv[2]).total_rewards([sys.argv[3]])[0])" "http://127.0.0.1:${CHAIN_PORT:-8545}" "$CONTRACT" "$PEER" 2>"$TMP/reward.err") || reward=""
-  [ -n "$reward" ] && compose logs --no-color trainer 2>/dev/null | grep -q 'reward.*\(sent\|submitted\|confirmed\)\|submit.*reward' && break
-  [ -n "$reward" ] && [ "$reward" != 0 ] && break
+rpc, address, peer = sys.argv[1:4]
+reader = ChainReader(rpc, address)
+event = reader._contract.events.RewardSubmitted
+try:
+    logs = event.get_logs(from_block=0)
+except TypeError:   # older web3 spelling
+    logs = event.get_logs(fromBlock=0)
+mine = [dict(round=int(e["args"]["roundNumber"]), stage=int(e["args"]["stageNumber"]), reward=int(e["args"]["reward"]),
+             tx=e["transactionHash"].hex()) for e in logs if e["args"]["peerId"] == peer]
+print(json.dumps({"events": mine, "total": reader.total_rewards([peer])[0]}))
+EOF
+cat > "$TMP/check_rewards.py" <<'EOF'
+import json, sys
+d = json.loads(sys.argv[1])
+if not d["events"]:
+    sys.exit("no RewardSubmitted event for the trainer's peer ID")
+if sum(e["reward"] for e in d["events"]) != d["total"]:
+    sys.exit("RewardSubmitted events and getTotalRewards disagree")
+e = d["events"][0]
+print(f"RewardSubmitted round {e['round']} stage {e['stage']} reward {e['reward']} (tx {e['tx'][:14]}...), getTotalRewards {d['total']}")
+EOF
+rewards() { PYTHONPATH=$ROOT "$PY" "$TMP/rewards.py" "http://127.0.0.1:${CHAIN_PORT:-8545}" "$CONTRACT" "$PEER"; }
+confirmed=""
+for _ in $(seq 120); do
+  confirmed=$(compose logs --no-color trainer 2>/dev/null | grep -m1 'chain outbox: reward .* confirmed in block' || true)
+  [ -n "$confirmed" ] && break
   sleep 5
 done
-[ -n "$reward" ] || fail "chain: getTotalRewards($PEER) on $CONTRACT failed: $(tail -1 "$TMP/reward.err")"
-submitted=$(compose logs --no-color trainer 2>/dev/null | grep -ci 'reward' || true)
-[ "$reward" != 0 ] || grep -qi 'submitted reward\|reward.*tx' <(compose logs --no-color trainer) \
-  || fail "chain: the trainer's total reward on chain is 0 and its log shows no reward submission"
-pass "chain: the trainer's reward is on the containerised chain (getTotalRewards = $reward, contract $CONTRACT)"
+[ -n "$confirmed" ] || fail "chain: the trainer logged no confirmed reward submission within 600 s of its GRPO step"
+onchain=$(rewards 2>"$TMP/reward.err") || fail "chain: reading RewardSubmitted on $CONTRACT failed: $(tail -1 "$TMP/reward.err")"
+summary=$("$PY" "$TMP/check_rewards.py" "$onchain" 2>&1) || fail "chain: the trainer's reward is not on the chain: $summary ($onchain)"
+REWARD_TOTAL=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['total'])" "$onchain")
+pass "chain: the trainer's reward is on the containerised chain $CONTRACT: $summary"
 
 # ------------------------------------------------------------------------- restart keeps state
 phase restart
@@ -335,10 +356,8 @@ CONTRACT2=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['addre
 printf '%s\n' "$PASSWORD" | PYTHONPATH=$ROOT "$PY" -m hivemind_exp.cli login --no-activate --email "$EMAIL" --password-stdin \
   --login-url "$LOGIN" --user-data "$TMP/userData2.json" > "$TMP/login2.out" 2>&1 \
   || fail "restart: signing in as $EMAIL failed after down/up: $(tail -2 "$TMP/login2.out")"
-reward2=$(PYTHONPATH=$ROOT "$PY" -c "
-import sys
-from hivemind_exp.chain.client import ChainReader
-print(ChainReader(sys.argv[1], sys.argv[2]).total_rewards([sys.argv[3]])[0])" "http://127.0.0.1:${CHAIN_PORT:-8545}" "$CONTRACT" "$PEER")
-[ "$reward2" = "$reward" ] || [ "$reward2" -ge "$reward" ] 2>/dev/null || fail "restart: the chain lost the reward: $reward -> $reward2"
-pass "restart: down + up keeps the trainer's peer ID, the contract $CONTRACT (reward $reward2) and the account $EMAIL"
+onchain2=$(rewards 2>"$TMP/reward.err") || fail "restart: reading the chain failed: $(tail -1 "$TMP/reward.err")"
+reward2=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['total'])" "$onchain2")
+[ "$reward2" -ge "$REWARD_TOTAL" ] 2>/dev/null || fail "restart: the chain lost the trainer's reward: $REWARD_TOTAL -> $reward2"
+pass "restart: down + up keeps the trainer's peer ID, the contract $CONTRACT (total reward $reward2) and the account $EMAIL"
 phase teardown
