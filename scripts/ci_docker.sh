@@ -51,6 +51,7 @@ compose() { docker compose "${COMPOSE_FILES[@]}" "$@"; }
 
 # ------------------------------------------------------------------------- clean-up
 ENGINE_STARTED=0; WHEEL_PID=
+bridges() { ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1; }
 cleanup() {
   local rc=$?
   set +e
@@ -69,11 +70,26 @@ cleanup() {
       kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     fi
     # dockerd's managed containerd goes with it; what is left of its networking goes here.
-    ip link show docker0 >/dev/null 2>&1 && ip link del docker0
-    for br in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}' | grep '^br-'); do ip link del "$br"; done
-    [ -f "$TMP/iptables.before" ] && iptables-restore < "$TMP/iptables.before"
+    # Only the bridges this engine made (not there before it started).
+    for br in $(bridges); do grep -qx "$br" "$TMP/bridges.before" || ip link del "$br"; done
+    # iptables as before: the saved rules back, and the tables dockerd created (there were
+    # none of that name before) removed, not just emptied.
+    [ -s "$TMP/iptables.before" ] && iptables-restore < "$TMP/iptables.before"
+    if command -v nft >/dev/null; then
+      nft list tables 2>/dev/null | while read -r _ fam name; do
+        grep -qx "table $fam $name" "$TMP/nft-tables.before" || nft delete table "$fam" "$name"
+      done
+    else
+      for t in filter nat; do
+        grep -q "^\*$t" "$TMP/iptables.before" && continue
+        iptables -t "$t" -F; iptables -t "$t" -X
+        [ "$t" = filter ] && for c in INPUT FORWARD OUTPUT; do iptables -P "$c" ACCEPT; done
+      done
+    fi
     [ -f "$TMP/ip_forward.before" ] && sysctl -qw net.ipv4.ip_forward="$(cat "$TMP/ip_forward.before")"
-    umount -R "$RUN_DIR/exec" 2>/dev/null; rm -rf "$RUN_DIR"
+    # dockerd leaves the nsfs mount of its default network namespace behind.
+    awk -v d="$RUN_DIR/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount "$m"; done
+    rm -rf "$RUN_DIR"
   fi
   [ -n "$WHEEL_PID" ] && kill "$WHEEL_PID" 2>/dev/null
   [ "${RLSWARM_CI_DOCKER_CLEAN:-0}" = 1 ] && rm -rf "$DATA_ROOT"
@@ -116,6 +132,8 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
 fi
 iptables-save > "$TMP/iptables.before" || fail "engine: iptables-save failed (no iptables in this kernel?)"
 sysctl -n net.ipv4.ip_forward > "$TMP/ip_forward.before"
+bridges > "$TMP/bridges.before"
+{ command -v nft >/dev/null && nft list tables 2>/dev/null || true; } > "$TMP/nft-tables.before"
 mkdir -p "$DATA_ROOT" "$RUN_DIR"
 ENGINE_STARTED=1
 dockerd --data-root "$DATA_ROOT" --exec-root "$RUN_DIR/exec" --pidfile "$PIDFILE" -H "unix://$SOCK" \
@@ -157,7 +175,7 @@ else
 FROM local/bookworm:minbase
 COPY certs/ /usr/local/share/ca-certificates/
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates python3 python3-venv python3-pip python-is-python3 curl \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates python3 python3-dev python3-venv python3-pip python-is-python3 curl \
  && update-ca-certificates && rm -rf /var/lib/apt/lists/* /usr/lib/python3.11/EXTERNALLY-MANAGED
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
@@ -228,7 +246,7 @@ pass "image contents: no pytest/schemathesis/hypothesis in either image"
 
 # ------------------------------------------------------------------------- up
 phase up
-compose -f docker-compose.yml -f docker-compose.debug.yml config -q 2>"$TMP/debug-config.err" \
+docker compose -f docker-compose.yml -f docker-compose.debug.yml config -q 2>"$TMP/debug-config.err" \
   || fail "config: docker-compose.yml + docker-compose.debug.yml does not validate: $(head -3 "$TMP/debug-config.err")"
 pass "config: docker compose -f docker-compose.yml -f docker-compose.debug.yml config is valid"
 
