@@ -57,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: the UI is not built ({settings.ui_dist}); the API works, / explains how to build it "
               "(cd web/ui && npm install && npm run build)", file=sys.stderr)
     app = create_app(settings)
-    print(f"dashboard on http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.port}",
-          file=sys.stderr)
+    # The address really bound; for a wildcard bind also where this machine's browser finds it.
+    bound = f"[{settings.host}]" if ":" in settings.host else settings.host
+    where = f" (all interfaces; from this machine http://127.0.0.1:{settings.port})" \
+        if settings.host in ("0.0.0.0", "::") else ""
+    print(f"dashboard listening on http://{bound}:{settings.port}{where}", file=sys.stderr)
     # log_config=None keeps the service's own logging set-up (LOG_LEVEL) for uvicorn too.
     # Forwarding headers only from configured proxies: from anyone else they would let a client
     # pick its own address and dodge the per-client live-stream cap.

@@ -544,6 +544,74 @@ def _resource_attributes(service_name: str, attributes: Mapping[str, str] | None
     return out
 
 
+# Loggers through which the OTLP exporters (and the SDK's export loops) report failures.
+_EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.trace.export",
+)
+
+
+class _ExportFailureGate(logging.Filter):
+    """Lets the first OTLP export failure be logged and drops the next ones until an export
+    succeeds again: a collector that is absent or dead costs one warning, not one per interval.
+    (The exports run on the SDK's own threads, so the service never waits on them.)"""
+
+    NOTE = (" [telemetry: the service goes on without its collector; further export failures are not logged "
+            "until an export succeeds again]")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        with self._lock:
+            if self.failing:
+                return False
+            self.failing = True
+        record.msg = f"{record.msg}{self.NOTE}"
+        return True
+
+    def succeeded(self) -> None:
+        with self._lock:
+            was, self.failing = self.failing, False
+        if was:
+            log.info("telemetry: OTLP export works again")
+
+
+_EXPORT_GATE = _ExportFailureGate()
+
+
+def _install_export_gate() -> None:
+    for name in _EXPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _EXPORT_GATE not in logger.filters:
+            logger.addFilter(_EXPORT_GATE)
+
+
+class _GatedExporter:
+    """An OTLP exporter whose successful exports re-arm the failure log (everything else delegates)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def export(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._inner.export(*args, **kwargs)
+        if getattr(result, "name", None) == "SUCCESS":
+            _EXPORT_GATE.succeeded()
+        return result
+
+
 def _otlp_metric_exporter(settings: TelemetrySettings) -> Any:
     from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter, UpDownCounter
     from opentelemetry.sdk.metrics.export import AggregationTemporality
@@ -563,10 +631,10 @@ def _otlp_metric_exporter(settings: TelemetrySettings) -> Any:
                 "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf needs opentelemetry-exporter-otlp-proto-http: "
                 "pip install opentelemetry-exporter-otlp-proto-http, or use grpc"
             ) from err
-        return HttpExporter(preferred_temporality=temporality)
+        return _GatedExporter(HttpExporter(preferred_temporality=temporality))
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
 
-    return GrpcExporter(preferred_temporality=temporality)
+    return _GatedExporter(GrpcExporter(preferred_temporality=temporality))
 
 
 def _span_processor(settings: TelemetrySettings, kind: str) -> Any:
@@ -581,10 +649,10 @@ def _span_processor(settings: TelemetrySettings, kind: str) -> Any:
             raise TelemetryError(
                 "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf needs opentelemetry-exporter-otlp-proto-http"
             ) from err
-        return BatchSpanProcessor(HttpSpanExporter())
+        return BatchSpanProcessor(_GatedExporter(HttpSpanExporter()))
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
-    return BatchSpanProcessor(GrpcSpanExporter())
+    return BatchSpanProcessor(_GatedExporter(GrpcSpanExporter()))
 
 
 def setup_telemetry(
@@ -627,6 +695,8 @@ def setup_telemetry(
     resource = Resource.create(resource_attrs)
     readers: list[MetricReader] = []
     registry = None
+    if "otlp" in exporters or trace_kind == "otlp":
+        _install_export_gate()
     if "otlp" in exporters:
         readers.append(
             PeriodicExportingMetricReader(

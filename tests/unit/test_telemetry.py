@@ -325,3 +325,58 @@ def test_metrics_app_in_otlp_mode_says_where_metrics_go(
     resp = TestClient(app).get("/metrics")
     assert resp.status_code == 404
     assert "exported via otlp" in resp.text and "OTEL_METRICS_EXPORTER=prometheus" in resp.text
+
+
+_DEAD_COLLECTOR_CHILD = r"""
+import logging, sys, time
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+from hivemind_exp.telemetry import setup_telemetry
+t = setup_telemetry("dead-collector")
+counter = t.meter.create_counter("ticks")
+start = time.monotonic()
+ticks = 0
+while time.monotonic() - start < 4.0:   # the service's own work: must never wait on the exporter
+    counter.add(1)
+    ticks += 1
+    time.sleep(0.01)
+print(f"ticks {ticks}", flush=True)
+t.shutdown(timeout_millis=500)
+"""
+
+
+def test_dead_collector_is_logged_once_and_never_blocks(tmp_path) -> None:
+    """OTLP export to a collector that is not there: one warning, then quiet; the process runs on."""
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+           "OTEL_METRIC_EXPORT_INTERVAL": "200", "OTEL_EXPORTER_OTLP_TIMEOUT": "1", "OTEL_TRACES_EXPORTER": "none",
+           "PYTHONPATH": ":".join(sys.path)}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _DEAD_COLLECTOR_CHILD], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 30, "shutting down waited on the dead collector"
+    ticks = int(proc.stdout.split("ticks ")[1].split()[0])
+    assert ticks > 100, f"the main loop was held up: {ticks} ticks in 4 s"
+    failures = [line for line in proc.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
+    assert len(failures) == 1, "\n".join(failures) or proc.stderr
+    assert "further export failures are not logged" in failures[0]
+
+
+def test_export_gate_rearms_after_a_success() -> None:
+    import logging
+
+    from hivemind_exp.telemetry import _ExportFailureGate
+
+    gate = _ExportFailureGate()
+
+    def record(level: int = logging.WARNING) -> logging.LogRecord:
+        return logging.LogRecord("otlp", level, __file__, 1, "export failed: %s", ("UNAVAILABLE",), None)
+
+    assert gate.filter(record()) and not gate.filter(record()) and not gate.filter(record(logging.ERROR))
+    assert gate.filter(record(logging.INFO)), "INFO/DEBUG lines are never dropped"
+    gate.succeeded()
+    first_again = record()
+    assert gate.filter(first_again) and "not logged until" in first_again.getMessage()
+    assert first_again.getMessage().startswith("export failed: UNAVAILABLE")

@@ -159,7 +159,23 @@ class Poller:
     # ------------------------------------------------------------------ sources
 
     def _initial_peers(self) -> list[str]:
-        return list(self.settings.initial_peers) or list(self._bootnodes)
+        return list(self.settings.initial_peers) or self._bootnode_file_peers() or list(self._bootnodes)
+
+    def _bootnode_file_peers(self) -> list[str]:
+        """The coordinator's multiaddrs from --bootnode-file (Docker Compose: its shared volume), or []."""
+        path = self.settings.bootnode_file
+        if path is None or not path.is_file():
+            return []
+        import json
+
+        try:
+            maddrs = json.loads(path.read_text())["maddrs"]
+            if not isinstance(maddrs, list) or not all(isinstance(m, str) for m in maddrs):
+                raise TypeError("maddrs is not a list of strings")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(f"bootnode file {path} is unreadable ({exc}); restart the coordinator, "
+                               "which writes it") from None
+        return list(maddrs)
 
     async def _poll_dht(self) -> None:
         peers = self._initial_peers()
@@ -176,7 +192,9 @@ class Poller:
 
         if self.swarm is None:
             if not peers:
-                raise RuntimeError("no DHT peers to join: set RLSWARM_INITIAL_PEERS (multiaddrs) or configure "
+                where = f", wait for the coordinator to write {self.settings.bootnode_file}" \
+                    if self.settings.bootnode_file else ""
+                raise RuntimeError(f"no DHT peers to join: set RLSWARM_INITIAL_PEERS (multiaddrs){where} or configure "
                                    "the chain so its bootnodes can be read")
             # Joining starts a DHT process (seconds, more on a busy machine): its own, longer limit.
             try:

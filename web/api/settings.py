@@ -31,6 +31,9 @@ class DashboardSettings(ServiceSettings):
         default_factory=list,
         description="multiaddrs of DHT peers to join, e.g. /ip4/127.0.0.1/tcp/38331/p2p/Qm... "
         "(comma-separated or a JSON list from env); empty = read the bootnodes from the chain")
+    bootnode_file: Path | None = Field(
+        None, description="when --initial-peers is empty: the coordinator's address from this file (written by "
+        "`rl-swarm coordinator --bootnode-file`, e.g. on a shared Docker volume), before the chain's bootnodes")
     coordinator_peer_id: str | None = Field(
         None, description="peer ID of the coordinator, the only peer whose round/stage record is trusted "
         "(default: the peer ID in the first initial peer's multiaddr, since the coordinator is the bootstrap peer)")
