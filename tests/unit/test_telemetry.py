@@ -330,7 +330,7 @@ def test_metrics_app_in_otlp_mode_says_where_metrics_go(
 _DEAD_COLLECTOR_CHILD = r"""
 import logging, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-from hivemind_exp.telemetry import setup_telemetry
+from hivemind_exp.common.telemetry import setup_telemetry
 t = setup_telemetry("dead-collector")
 counter = t.meter.create_counter("ticks")
 start = time.monotonic()
@@ -367,7 +367,7 @@ def test_dead_collector_is_logged_once_and_never_blocks(tmp_path) -> None:
 def test_export_gate_rearms_after_a_success() -> None:
     import logging
 
-    from hivemind_exp.telemetry import _ExportFailureGate
+    from hivemind_exp.common.telemetry import _ExportFailureGate
 
     gate = _ExportFailureGate()
 

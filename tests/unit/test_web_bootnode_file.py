@@ -11,7 +11,7 @@ import pytest
 from api.poller import Poller
 from api.settings import DashboardSettings
 from api.state import DashboardState
-from hivemind_exp.settings_base import load_settings
+from hivemind_exp.common.settings_base import load_settings
 
 COORD = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
 MADDR = f"/dns4/coordinator/tcp/38331/p2p/{COORD}"
