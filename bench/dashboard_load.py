@@ -149,7 +149,7 @@ def server_side_latency(url: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path[:0] = [str(REPO), str(REPO / "web")]
+    sys.path[:0] = [str(REPO)]
     with ExitStack() as stack:
         url = args.url
         publisher = None

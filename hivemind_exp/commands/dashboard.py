@@ -1,7 +1,7 @@
 """`rl-swarm dashboard`: serve the dashboard API (web/api) and the built UI (web/ui/dist).
 
-The app lives outside the package (in `web/`), so the repository's `web` folder is put on
-`sys.path` first; settings come from flags, env (RLSWARM_*) and `.env` like every service.
+The app lives in `web/api` (installed with the package as `api`); settings come from flags,
+env (RLSWARM_*) and `.env` like every service.
 """
 
 from __future__ import annotations
@@ -11,19 +11,15 @@ import errno
 import socket
 import sys
 
-from hivemind_exp.common.paths import repo_root
 from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 
 def _settings_class() -> type:
-    web = str(repo_root() / "web")
-    if web not in sys.path:
-        sys.path.insert(0, web)
     try:
         from api.settings import DashboardSettings
     except ImportError as exc:
-        raise SystemExit(f"cannot load the dashboard app from {web}/api ({exc}); run from a full checkout "
-                         "(the web/ folder sits beside hivemind_exp/)") from None
+        raise SystemExit(f"cannot load the dashboard app ({exc}): it installs with this package from web/api; "
+                         "reinstall from a full checkout (pip install -e . beside web/)") from None
     return DashboardSettings
 
 

@@ -12,7 +12,6 @@ import argparse
 import socket
 import sys
 
-from hivemind_exp.common.paths import repo_root
 from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 # A default port that is taken moves up by one, at most this many times (3000 -> 3001 -> 3002).
@@ -20,10 +19,11 @@ FALLBACK_STEPS = 2
 
 
 def _import_settings() -> type:
-    path = str(repo_root() / "modal-login")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    from modal_login.settings import LoginSettings
+    try:
+        from modal_login.settings import LoginSettings
+    except ImportError as exc:
+        raise SystemExit(f"cannot load the login service ({exc}): it installs with this package from "
+                         "modal-login/; reinstall from a full checkout (pip install -e . beside modal-login/)") from None
 
     return LoginSettings
 

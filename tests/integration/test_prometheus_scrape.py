@@ -109,7 +109,7 @@ class Prometheus:
 
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RLSWARM_"))}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "modal-login"), str(ROOT / "web")]), **extra)
+    env.update(PYTHONPATH=str(ROOT), **extra)
     return env
 
 
