@@ -362,6 +362,21 @@ onchain=$(rewards 2>"$TMP/reward.err") || fail "chain: reading RewardSubmitted o
 summary=$("$PY" "$TMP/check_rewards.py" "$onchain" 2>&1) || fail "chain: the trainer's reward is not on the chain: $summary ($onchain)"
 REWARD_TOTAL=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['total'])" "$onchain")
 pass "chain: the trainer's reward is on the containerised chain $CONTRACT: $summary"
+# The coordinator (wallet mode, the dev key the chain wrote) moves the contract's stages, so
+# trainers that take their round from the chain keep playing after the first stage.
+stage_now() { PYTHONPATH=$ROOT "$PY" -c "import sys; from hivemind_exp.chain.client import ChainReader
+r, s = ChainReader(sys.argv[1], sys.argv[2]).round_and_stage(); print(f'{r}/{s}')" \
+  "http://127.0.0.1:${CHAIN_PORT:-8545}" "$CONTRACT"; }
+first=$(stage_now 2>"$TMP/stage.err") || fail "chain: reading the contract's round and stage failed: $(tail -1 "$TMP/stage.err")"
+moved=""
+for _ in $(seq 80); do
+  now=$(stage_now 2>/dev/null || true)
+  if [ -n "$now" ] && [ "$now" != "$first" ]; then moved=$now; break; fi
+  sleep 5
+done
+[ -n "$moved" ] || fail "chain: the contract stayed at round/stage $first for 400 s: the coordinator does not move it \
+($(compose logs --no-color --tail 5 coordinator | tr '\n' ' '))"
+pass "chain: the coordinator moves the contract's stage (round/stage $first -> $moved)"
 
 # ------------------------------------------------------------------------- restart keeps state
 phase restart

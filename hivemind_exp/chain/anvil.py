@@ -38,6 +38,22 @@ ANVIL_DEV_KEYS: tuple[str, ...] = (
 )
 
 
+# The dev account `rl-swarm up` and Compose give the coordinator's roles.
+COORDINATOR_DEV_ACCOUNT = 1
+
+
+def write_dev_key(path: Path, index: int) -> str:
+    """Write dev account `index`'s key to `path` (mode 0600, atomically); returns its address."""
+    from eth_account import Account
+
+    from hivemind_exp.common.fileio import atomic_write_text
+
+    key = ANVIL_DEV_KEYS[index]
+    if not path.exists() or path.read_text().strip() != key:
+        atomic_write_text(path, key + "\n", mode=0o600)
+    return Account.from_key(key).address
+
+
 class AnvilError(RuntimeError):
     """anvil could not start or answer; the message says why and what to do."""
 

@@ -146,6 +146,11 @@ class LocalChainSettings(ServiceSettings):
                                     "account; set it from env, not a flag, for anything but a local chain)")
     coordinator_address: str | None = Field(None, description="account that gets STAGE_MANAGER_ROLE and "
                                             "BOOTNODE_MANAGER_ROLE (default: only the deployer has them)")
+    coordinator_key_file: Path | None = Field(None, description="local dev chain: write anvil's dev account 1 "
+                                              "key here (mode 0600) and give that account the coordinator's roles, "
+                                              "so a coordinator started with --wallet-key-file on it moves the "
+                                              "contract's stages (what Compose does); instead of "
+                                              "--coordinator-address")
     bootnodes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="bootnode multiaddrs to register on the contract")
     rpc_timeout: float = Field(10.0, gt=0, le=300, description="seconds before one RPC request gives up")
     ready_timeout: float = Field(30.0, gt=0, le=600, description="seconds to wait for anvil to answer after start")
@@ -154,6 +159,13 @@ class LocalChainSettings(ServiceSettings):
     @classmethod
     def _coordinator(cls, v: str | None) -> str | None:
         return check_address(v, "coordinator_address")
+
+    @model_validator(mode="after")
+    def _one_coordinator(self) -> "LocalChainSettings":
+        if self.coordinator_key_file is not None and self.coordinator_address is not None:
+            raise ValueError("set coordinator_address or coordinator_key_file, not both: the key file names its "
+                             "own account (anvil's dev account 1)")
+        return self
 
     @field_validator("deployer_key")
     @classmethod

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     warning = exposure_warning(settings.anvil_host, os.environ.get(PUBLISHED_BIND_ENV) or None)
     if warning:
         print(f"rl-swarm chain: {warning}", file=sys.stderr, flush=True)
-    from hivemind_exp.chain.anvil import AnvilError, AnvilProcess
+    from hivemind_exp.chain.anvil import COORDINATOR_DEV_ACCOUNT, AnvilError, AnvilProcess, write_dev_key
     from hivemind_exp.chain.deploy import deploy_contract
     from hivemind_exp.chain.errors import ChainError
 
@@ -77,10 +77,15 @@ def run(args: argparse.Namespace) -> int:
                          chain_id=settings.anvil_chain_id, log_path=log_path, quiet=quiet)
     try:
         try:
+            coordinator = settings.coordinator_address
+            if settings.coordinator_key_file is not None:
+                coordinator = write_dev_key(settings.coordinator_key_file, COORDINATOR_DEV_ACCOUNT)
+                print(f"coordinator key (dev account {COORDINATOR_DEV_ACCOUNT}, {coordinator}) written to "
+                      f"{settings.coordinator_key_file}", flush=True)
             anvil.start(timeout=settings.ready_timeout)
             deployment, reused = deploy_contract(
                 anvil.rpc_url, settings.deployer_key.get_secret_value(),
-                coordinator_address=settings.coordinator_address,
+                coordinator_address=coordinator,
                 bootnodes=settings.bootnodes or None, deployment_path=settings.deployment_file,
                 timeout=settings.rpc_timeout)
         except (AnvilError, ChainError) as exc:

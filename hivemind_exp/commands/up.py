@@ -17,12 +17,13 @@ import os
 import sys
 from pathlib import Path
 
+from hivemind_exp.chain.anvil import COORDINATOR_DEV_ACCOUNT
 from hivemind_exp.services.settings import LauncherSettings
 from hivemind_exp.common.settings_base import add_settings_arguments, load_settings, overrides_from_args
 
 # anvil's default mnemonic: its accounts are public knowledge, fine for a local chain only.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
-COORDINATOR_ACCOUNT = 1
+COORDINATOR_ACCOUNT = COORDINATOR_DEV_ACCOUNT
 FIRST_PEER_ACCOUNT = 2
 
 

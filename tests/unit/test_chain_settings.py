@@ -113,3 +113,22 @@ def test_stuck_transaction_replacement_settings_are_checked(tmp_path: Path) -> N
     s = load_settings(ChainSettings, chain_mode="wallet", wallet_key_file=str(key_file), receipt_timeout="30",
                       tx_max_replacements="0")
     assert s.tx_max_replacements == 0
+
+
+def test_coordinator_key_file_writes_a_dev_key_and_excludes_an_address(tmp_path) -> None:
+    import stat
+
+    from pydantic import ValidationError
+
+    from hivemind_exp.chain.anvil import ANVIL_DEV_KEYS, COORDINATOR_DEV_ACCOUNT, write_dev_key
+    from hivemind_exp.chain.settings import LocalChainSettings
+
+    with pytest.raises(ValidationError, match="not both"):
+        LocalChainSettings(coordinator_key_file=tmp_path / "k",
+                           coordinator_address="0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
+    path = tmp_path / "chain" / "coordinator.key"
+    address = write_dev_key(path, COORDINATOR_DEV_ACCOUNT)
+    assert address == "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil's well-known account 1
+    assert path.read_text().strip() == ANVIL_DEV_KEYS[COORDINATOR_DEV_ACCOUNT]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert write_dev_key(path, COORDINATOR_DEV_ACCOUNT) == address  # idempotent

@@ -778,6 +778,27 @@ def test_dashboard_finds_the_coordinator_under_compose(base: dict[str, Any]) -> 
     assert Path(coord_file).name == Path(dash_file).name
 
 
+def test_coordinator_moves_the_chain_under_compose(base: dict[str, Any]) -> None:
+    """The coordinator is in wallet mode with the key file the chain writes (and grants the roles to), on
+    a volume both see: otherwise the contract stays at round 0 and relay-mode trainers stop after it."""
+    services = base["services"]
+    chain_env = _env_map(services["chain"]["environment"])
+    coord_env = _env_map(services["coordinator"]["environment"])
+    assert coord_env["RLSWARM_CHAIN_MODE"] == "wallet"
+    key = coord_env["RLSWARM_WALLET_KEY_FILE"]
+    assert chain_env["RLSWARM_COORDINATOR_KEY_FILE"] == key
+    assert "RLSWARM_COORDINATOR_ADDRESS" not in chain_env  # the key file names the account
+
+    def volume_of(svc: dict[str, Any], path: str) -> str:
+        for v in svc["volumes"]:
+            src, target = str(v).split(":")[:2]
+            if path.startswith(target.rstrip("/") + "/"):
+                return src
+        raise AssertionError(f"{path} is on no volume")
+
+    assert volume_of(services["chain"], key) == volume_of(services["coordinator"], key)
+
+
 def _check_health(name: str, svc: dict[str, Any], tmp_path: Path) -> None:
     hc = svc["healthcheck"]
     test = hc["test"]
