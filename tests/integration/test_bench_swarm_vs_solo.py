@@ -8,7 +8,6 @@ plumbing and the report, not learning.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hivemind_exp.common.paths import shared_dir
+from tests.fixtures.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "swarm_vs_solo.py"
@@ -24,12 +24,7 @@ GSM8K = shared_dir() / "datasets" / "gsm8k" / "train.jsonl"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("swarm_vs_solo", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("swarm_vs_solo", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/swarm_vs_solo.py", "swarm_vs_solo")
 
 
 def test_paired_bootstrap_on_known_data() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.netns import Lab, lab_namespaces, netns_unavailable
+from tests.fixtures.netns import Lab, impaired_lab
 from tests.fixtures.netns_swarm import LabSwarm
 
 pytestmark = [pytest.mark.slow]
@@ -25,16 +25,7 @@ EXTERNAL = 2  # groups each trainer asks of the others (--sapo-external-groups)
 
 @pytest.fixture(scope="module")
 def lab():
-    why = netns_unavailable()
-    if why:
-        pytest.skip(f"cannot build the network lab: {why}")
-    lab = Lab(["boot", "t0", "t1"], nat_hosts_wanted=["t2"], seed=7)
-    try:
-        lab.impair("*", delay=DELAY, jitter=JITTER, loss=LOSS)
-        yield lab
-    finally:
-        lab.close()
-        assert not lab_namespaces(), f"namespaces left behind: {lab_namespaces()}"
+    yield from impaired_lab(["boot", "t0", "t1"], ["t2"], delay=DELAY, jitter=JITTER, loss=LOSS, seed=7)
 
 
 def test_sapo_round_over_impaired_links_with_a_nat_peer(lab: Lab, tmp_path, tiny_model_dir, tiny_profile) -> None:

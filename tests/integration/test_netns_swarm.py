@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.netns import Lab, lab_namespaces, netns_unavailable
+from tests.fixtures.netns import Lab, impaired_lab, netns_unavailable
 from tests.fixtures.netns_swarm import DHT_PORT, LabSwarm, log_time, node_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]  # anvil from node_modules runs on the boot host
@@ -46,16 +46,7 @@ FIGURES: dict[str, object] = {}
 
 @pytest.fixture(scope="module")
 def lab():
-    why = netns_unavailable()
-    if why:
-        pytest.skip(f"cannot build the network lab: {why}")
-    lab = Lab(["boot", "t0", "t1", "late", "late2"], nat_hosts_wanted=["t2"])
-    try:
-        lab.impair("*", delay=DELAY, jitter=JITTER, loss=LOSS)
-        yield lab
-    finally:
-        lab.close()
-        assert not lab_namespaces(), f"namespaces left behind: {lab_namespaces()}"
+    yield from impaired_lab(["boot", "t0", "t1", "late", "late2"], ["t2"], delay=DELAY, jitter=JITTER, loss=LOSS)
 
 
 @pytest.fixture(scope="module")

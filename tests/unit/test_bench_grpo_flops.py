@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "grpo_step.py"
+from tests.fixtures.scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("grpo_step_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("grpo_step_bench", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/grpo_step.py", "grpo_step_bench")
 
 
 CONFIG = SimpleNamespace(hidden_size=2, num_hidden_layers=1, vocab_size=3)  # lm_head: 6 params, body: 10 - 6

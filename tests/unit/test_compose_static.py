@@ -761,18 +761,20 @@ def test_ci_override_only_leaves_the_collector_out(base: dict[str, Any]) -> None
     assert active == {"chain", "modal-login", "coordinator", "trainer", "fastapi"}, active
 
 
+def volume_of(svc: dict[str, Any], path: str) -> str:
+    """The named volume (or host path) a service's `path` lives on."""
+    for v in svc["volumes"]:
+        src, target = str(v).split(":")[:2]
+        if path.startswith(target.rstrip("/") + "/"):
+            return src
+    raise AssertionError(f"{path} is on no volume")
+
+
 def test_dashboard_finds_the_coordinator_under_compose(base: dict[str, Any]) -> None:
     """With RLSWARM_INITIAL_PEERS empty the dashboard reads the bootnode file the coordinator writes."""
     services = base["services"]
     coord_file = _env_map(services["coordinator"]["environment"])["RLSWARM_BOOTNODE_FILE"]
     dash_file = _env_map(services["fastapi"]["environment"])["RLSWARM_BOOTNODE_FILE"]
-
-    def volume_of(svc: dict[str, Any], path: str) -> str:
-        for v in svc["volumes"]:
-            src, target = str(v).split(":")[:2]
-            if path.startswith(target.rstrip("/") + "/"):
-                return src
-        raise AssertionError(f"{path} is on no volume")
 
     assert volume_of(services["coordinator"], coord_file) == volume_of(services["fastapi"], dash_file)
     assert Path(coord_file).name == Path(dash_file).name
@@ -788,13 +790,6 @@ def test_coordinator_moves_the_chain_under_compose(base: dict[str, Any]) -> None
     key = coord_env["RLSWARM_WALLET_KEY_FILE"]
     assert chain_env["RLSWARM_COORDINATOR_KEY_FILE"] == key
     assert "RLSWARM_COORDINATOR_ADDRESS" not in chain_env  # the key file names the account
-
-    def volume_of(svc: dict[str, Any], path: str) -> str:
-        for v in svc["volumes"]:
-            src, target = str(v).split(":")[:2]
-            if path.startswith(target.rstrip("/") + "/"):
-                return src
-        raise AssertionError(f"{path} is on no volume")
 
     assert volume_of(services["chain"], key) == volume_of(services["coordinator"], key)
 
