@@ -300,8 +300,10 @@ def test_transaction_stuck_across_a_restart_is_replaced_by_the_next_worker(own_a
                                   max_replacements=0)
     first = OutboxWorker(box, impatient, base_delay=0.2, max_delay=1.0, poll_interval=0.1).start()
     try:
+        # Generous: on a loaded machine the first send (gas estimate, signing, sending) alone can take
+        # seconds before the 1 s receipt wait starts.
         wait_for(lambda: box.entries()[0].tx_hash is not None and "unavailable" in (box.entries()[0].note or ""),
-                 20, "the first sender to give up waiting")
+                 90, "the first sender to give up waiting")
     finally:
         first.stop()
     stuck_hash = box.entries()[0].tx_hash
