@@ -331,13 +331,7 @@ import json, sys
 from hivemind_exp.chain.client import ChainReader
 rpc, address, peer = sys.argv[1:4]
 reader = ChainReader(rpc, address)
-event = reader._contract.events.RewardSubmitted
-try:
-    logs = event.get_logs(from_block=0)
-except TypeError:   # older web3 spelling
-    logs = event.get_logs(fromBlock=0)
-mine = [dict(round=int(e["args"]["roundNumber"]), stage=int(e["args"]["stageNumber"]), reward=int(e["args"]["reward"]),
-             tx=e["transactionHash"].hex()) for e in logs if e["args"]["peerId"] == peer]
+mine = [dict(round=e.round, stage=e.stage, reward=e.reward, tx=e.tx_hash) for e in reader.reward_events(peer)]
 print(json.dumps({"events": mine, "total": reader.total_rewards([peer])[0]}))
 EOF
 cat > "$TMP/check_rewards.py" <<'EOF'

@@ -47,6 +47,19 @@ class LeaderboardEntry:
     count: int
 
 
+@dataclass(frozen=True)
+class RewardEvent:
+    """One `RewardSubmitted` log: who submitted what for which round/stage, in which transaction."""
+
+    round: int
+    stage: int
+    reward: int
+    peer_id: str
+    account: str
+    tx_hash: str
+    block_number: int
+
+
 @runtime_checkable
 class ChainClient(Protocol):
     """What the node, coordinator, outbox and `rl-swarm status` need from the chain.
@@ -245,6 +258,17 @@ class ChainReader:
     def winner_leaderboard(self, start: int, end: int) -> list[LeaderboardEntry]:
         ids, counts = self._call("winnerLeaderboard", start, end)
         return [LeaderboardEntry(str(p), int(c)) for p, c in zip(ids, counts)]
+
+    def reward_events(self, peer_id: str | None = None, from_block: int = 0) -> list[RewardEvent]:
+        """`RewardSubmitted` logs since `from_block` (all peers, or one), oldest first."""
+        event = self._contract.events.RewardSubmitted
+        logs = self._rpc("eth_getLogs RewardSubmitted", lambda: event.get_logs(from_block=from_block))
+        out = [RewardEvent(round=int(e["args"]["roundNumber"]), stage=int(e["args"]["stageNumber"]),
+                           reward=int(e["args"]["reward"]), peer_id=str(e["args"]["peerId"]),
+                           account=str(e["args"]["account"]), tx_hash="0x" + bytes(e["transactionHash"]).hex(),
+                           block_number=int(e["blockNumber"]))
+               for e in logs]
+        return [e for e in out if peer_id is None or e.peer_id == peer_id]
 
     def has_role(self, role_name: str, address: str) -> bool:
         from web3 import Web3

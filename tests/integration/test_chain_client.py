@@ -80,6 +80,11 @@ def test_concurrent_sends_from_one_wallet_get_distinct_nonces(deployed_contract:
     assert errors == []
     assert len(event_log(dc, "RewardSubmitted", account=ADDR[4])) == 6
     assert client.total_rewards([threads_peer]) == [sum(10 * r + s for r, s in pairs)]
+    # The public event reader (what the Compose check uses) sees the same six submissions.
+    seen = client.reward_events(threads_peer)
+    assert sorted((e.round, e.stage, e.reward) for e in seen) == [(r, s, 10 * r + s) for r, s in pairs]
+    assert {e.account for e in seen} == {ADDR[4]} and all(len(e.tx_hash) == 66 for e in seen)
+    assert client.reward_events("no-such-peer") == []
 
 
 def test_rpc_down_and_wrong_chain_are_clear(deployed_contract: DeployedContract, anvil: AnvilProcess) -> None:

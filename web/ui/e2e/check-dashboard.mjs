@@ -9,7 +9,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -30,18 +30,7 @@ const timeout = Number(opt.timeout);
 const wantPeers = Number(opt.peers);
 mkdirSync(opt.out, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: opt.chromium,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-  ],
-});
+const browser = await launchChromium(opt.chromium);
 const result = { ok: false };
 const consoleErrors = [];
 try {

@@ -9,7 +9,7 @@
 // every gossip entry's kind and stage label. EOF on stdin closes the browser and exits.
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -23,11 +23,7 @@ if (!opt.url) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: opt.chromium,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
+const browser = await launchChromium(opt.chromium);
 const errors = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
