@@ -6,6 +6,8 @@
   for the budget alone makes just enough of the first layers recompute their activations.
 - ``_attach_flat_grads``: every parameter's gradient as a view into one flat buffer per dtype.
 - ``_malloc_trim`` / ``_return_free_memory``: hand the step's freed heap back to the OS (glibc).
+- ``limit_heap_retention``: blocks of 1 MiB and more get their own mappings (glibc), so what a
+  generation or a micro-batch frees goes back to the OS at once instead of staying on the heap.
 
 torch is imported inside the functions.
 """
@@ -190,3 +192,27 @@ def _return_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+HEAP_MMAP_THRESHOLD = 1 << 20
+
+
+@functools.cache
+def limit_heap_retention() -> bool:
+    """Serve allocations of >= 1 MiB from their own mappings, unmapped on free (glibc; process-wide).
+
+    glibc raises its mmap threshold each time it frees a mapped block, up to 32 MiB, after which a
+    step's KV cache and activations (mostly 1-30 MB tensors) come from the heap. There the freed
+    blocks stay resident, fragmented, and the next allocation of another size (the gradient buffer)
+    cannot reuse them. Measured at the SAPO shape: peak RSS 3.20 GB -> 2.84 GB. A fixed threshold
+    also stops the dynamic raising. Idempotent. Returns False where there is no glibc mallopt.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD))

@@ -505,7 +505,7 @@ def test_freed_step_memory_goes_back_to_the_os() -> None:
         with open("/proc/self/status") as fh:
             return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
 
-    # Mid-sized blocks (below glibc's mmap threshold), each followed by a small one that stays:
+    # Mid-sized blocks (below glibc's mmap threshold), each followed by a smaller one that stays:
     # freeing the big ones leaves holes inside the heap, which glibc keeps (measured: 0 MB back).
     pairs = [(bytearray(64 * 1024), bytearray(2000)) for _ in range(4000)]
     held = rss_mb()
@@ -514,6 +514,50 @@ def test_freed_step_memory_goes_back_to_the_os() -> None:
     _return_free_memory()
     assert rss_mb() < held - 150
     assert len(kept) == 4000
+
+
+HEAP_PROBE = """
+import ctypes, sys
+from hivemind_exp.trainer.memory import limit_heap_retention
+if sys.argv[1] == "limited":
+    assert limit_heap_retention()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+def rss_mb():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
+# Freeing one mapped 24 MB block raises glibc's dynamic mmap threshold past it, as a torch step does.
+libc.free(libc.malloc(24 << 20))
+blocks = []
+for _ in range(200):  # tensor-sized blocks (2 MB, touched), each followed by a smaller one that stays
+    big = libc.malloc(2 << 20)
+    libc.memset(big, 1, 2 << 20)
+    blocks.append((big, libc.malloc(256 << 10)))  # too big for any hole the imports left
+held = rss_mb()
+for big, _ in blocks:
+    libc.free(big)
+print(held - rss_mb())
+"""
+
+
+def test_limited_heap_retention_returns_freed_tensor_sized_blocks_at_once() -> None:
+    import subprocess
+    import sys
+
+    from hivemind_exp.trainer.memory import _malloc_trim
+
+    if _malloc_trim() is None:
+        pytest.skip("not glibc: there is no mallopt to call")
+
+    def returned_mb(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True, text=True, check=True)
+        return float(out.stdout.strip())
+
+    # 200 blocks of 2 MB freed between small live ones: kept on the heap by default, unmapped when limited.
+    assert returned_mb("default") < 100
+    assert returned_mb("limited") > 350
 
 
 @pytest.mark.parametrize("rows", [7, HEAD_CHUNK_ROWS, 2 * HEAD_CHUNK_ROWS + 41])
