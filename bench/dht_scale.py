@@ -25,7 +25,8 @@ Printed per swarm size:
   CPU as % of one core, RSS and PSS (PSS splits pages the forked DHT child shares);
 - the per-stage read a node makes (`fetch_outputs` of one stage with the default peer set, at
   most --max-peers-per-read peers: `hivemind_exp.swarm.read_set`), run by each peer in turn on
-  a quiet swarm: wall seconds and CPU seconds, and how many peers no reader read (coverage);
+  a quiet swarm (--read-settle-seconds after the rounds; the load then is printed): wall and
+  CPU seconds, and how many peers with stored records no reader read (coverage);
   with --uncapped-read also the read of every listed peer (directory read included), the
   cost that grows with swarm size without the cap.
 
@@ -474,6 +475,7 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
             poll_s: list[float] = []
             publish_s: list[float] = []
             round_base = 1000
+            stored_first_round: set[str] = set()  # peers whose round-1 publish was confirmed: the stage read's data
             for k in range(args.rounds):
                 if interrupted.is_set():
                     raise KeyboardInterrupt
@@ -485,6 +487,8 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
                             "publish_at": t0 + args.spread * i / max(1, n), "deadline": deadline})
                 replies = [p.receive(deadline - time.time() + args.publish_timeout + 60) for p in peers]
                 starts = {ids[i]: rep["published"].get("start") for i, rep in enumerate(replies)}
+                if k == 0:
+                    stored_first_round = {ids[i] for i, rep in enumerate(replies) if rep["published"].get("ok")}
                 for i, rep in enumerate(replies):
                     poll_s += rep["polls"]
                     pub = rep["published"]
@@ -505,6 +509,9 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
 
             # The per-stage read a node makes, one peer at a time on a quiet swarm: capped (the
             # node's default) and, with --uncapped-read, every listed peer, right after it.
+            # Let the publish storm of the rounds drain first, so the reads measure the read.
+            time.sleep(args.read_settle_seconds)
+            load_at_read = uptime()
             cap = args.max_peers_per_read
             want = n if cap <= 0 else min(n, cap)
             reads, full_reads = [], []
@@ -517,10 +524,12 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
             read_cpu = [x["cpu_seconds"] for x in reads]
             read_short = sum(1 for x in reads if x["peers"] < want)
             read_over = sum(1 for x in reads if x["peers"] > want)
-            unread = len(set(ids) - {q for x in reads for q in x["read"]})
+            # Coverage among peers whose records are there to read (a failed publish is not the cap's doing).
+            unread = len(stored_first_round - {q for x in reads for q in x["read"]})
             log(f"stage read, cap {cap or 'none'} ({want} of {n} peers x {args.questions} records): wall p50 "
                 f"{statistics.median(read_wall):.3f}s, CPU p50 {statistics.median(read_cpu):.3f}s; short reads "
-                f"{read_short}, over the cap {read_over}, peers nobody read {unread}")
+                f"{read_short}, over the cap {read_over}, peers nobody read {unread} of {len(stored_first_round)} "
+                f"stored; {load_at_read}")
             if full_reads:
                 full_wall = [x["seconds"] for x in full_reads]
                 full_cpu = [x["cpu_seconds"] for x in full_reads]
@@ -571,6 +580,7 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
         "stage_read_cpu_p50_s": round(statistics.median(read_cpu), 4),
         "stage_read_short": read_short, "stage_read_over_cap": read_over,
         "stage_read_cap": cap, "stage_read_peers": want, "stage_read_unread_peers": unread,
+        "stage_read_stored_peers": len(stored_first_round), "uptime_at_read": load_at_read,
         "stage_read_uncapped_wall_p50_s": round(statistics.median(full_wall), 4) if full_reads else None,
         "stage_read_uncapped_wall_max_s": round(max(full_wall), 4) if full_reads else None,
         "stage_read_uncapped_cpu_p50_s": round(statistics.median(full_cpu), 4) if full_reads else None,
@@ -631,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-peers-per-read", type=int, default=DEFAULT_MAX_PEERS_PER_READ,
                         help="each peer's dht_max_peers_per_read: most peers one stage read asks for; 0: no cap "
                         f"[{DEFAULT_MAX_PEERS_PER_READ}]")
+    parser.add_argument("--read-settle-seconds", type=float, default=10.0,
+                        help="pause after the rounds before the stage reads, for the publishes to drain [10]")
     parser.add_argument("--uncapped-read", action="store_true",
                         help="also measure the per-stage read of every listed peer (the read without the cap)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -675,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
                       "settings": {k: getattr(args, k) for k in ("rounds", "questions", "completion_chars", "spread",
                                                                  "poll_interval", "idle_seconds", "heartbeat_seconds",
                                                                  "join_concurrency", "max_peers_per_read",
+                                                                 "read_settle_seconds",
                                                                  "uncapped_read")}}), flush=True)
     return 0
 

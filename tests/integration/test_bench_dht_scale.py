@@ -29,7 +29,7 @@ def test_three_peer_swarm_round_trip() -> None:
     before = _descendants()
     proc = subprocess.run([sys.executable, str(BENCH), "--peers", "3", "--rounds", "1", "--idle-seconds", "1",
                            "--spread", "0.5", "--visibility-timeout", "20", "--max-peers-per-read", "2",
-                           "--uncapped-read"],
+                           "--uncapped-read", "--read-settle-seconds", "0.5"],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -41,6 +41,7 @@ def test_three_peer_swarm_round_trip() -> None:
     # the uncapped read holds all 3.
     assert r["stage_read_cap"] == 2 and r["stage_read_peers"] == 2
     assert r["stage_read_short"] == 0 and r["stage_read_over_cap"] == 0 and r["stage_read_unread_peers"] == 0
+    assert r["stage_read_stored_peers"] == 3 and "load average" in r["uptime_at_read"]
     assert r["stage_read_uncapped_short"] == 0 and r["stage_read_uncapped_wall_p50_s"] > 0
     assert 0 <= r["visibility_p50_s"] <= r["visibility_p99_s"] <= r["visibility_max_s"] < 25
     assert r["rss_mb_mean"] > 0 and r["pss_mb_total"] > 0 and r["join_p50_s"] > 0
