@@ -1,6 +1,6 @@
 """A swarm of N peers on loopback over the project's real swarm transport: join, visibility, cost.
 
-    .venv/bin/python bench/dht_scale.py [--peers 4,8,16,32] [--rounds 3] [--idle-seconds 20]
+    .venv/bin/python bench/dht_scale.py [--peers 4,8,16,32] [--rounds 3] [--idle-seconds 20] [--uncapped-read]
 
 Each peer is its own process running a `HivemindTransport` (so its own hivemind DHT child
 process and p2p daemon), started the way the node starts it: peer 0 bootstraps a new swarm
@@ -9,9 +9,9 @@ heartbeating every --heartbeat-seconds (with a directory read, as the node's hea
 does). Each round every peer publishes one stage's outputs the way `Node.run_stage` does
 (`publish_outputs` with --questions `OutputRecord`s: a completion of --completion-chars
 characters, the parsed answer, the reward and the question in `meta`; then `publish_reward`),
-at a staggered instant within --spread seconds, while every peer polls `fetch_outputs` with
-the node's default peer set (the directory plus connected peers) until it holds every peer's
-record or --visibility-timeout passes.
+at a staggered instant within --spread seconds, while every peer polls the whole swarm (a
+directory read, then `fetch_outputs` of every listed peer: the read a node made before reads
+were capped) until it holds every peer's record or --visibility-timeout passes.
 
 Printed per swarm size:
 - join: seconds from `HivemindTransport.start` to the first heartbeat stored (p50/max), and
@@ -23,9 +23,12 @@ Printed per swarm size:
   counters (bad records rejected), plus peers missing from a directory at the end;
 - idle cost per peer (worker + DHT child + p2pd) over --idle-seconds with only heartbeats:
   CPU as % of one core, RSS and PSS (PSS splits pages the forked DHT child shares);
-- the per-stage read a node makes (`fetch_outputs` of one stage with the default peer set),
-  run by each peer in turn on a quiet swarm: wall seconds and CPU seconds, the cost that grows
-  with swarm size.
+- the per-stage read a node makes (`fetch_outputs` of one stage with the default peer set, at
+  most --max-peers-per-read peers: `hivemind_exp.swarm.read_set`), run by each peer in turn on
+  a quiet swarm (--read-settle-seconds after the rounds; the load then is printed): wall and
+  CPU seconds, and how many peers with stored records no reader read (coverage);
+  with --uncapped-read also the read of every listed peer (directory read included), the
+  cost that grows with swarm size without the cap.
 
 The LAST line is a JSON object with every figure, keyed by swarm size. The machine's `uptime`
 load is printed before and after each size. Children run in their own sessions; on Ctrl-C,
@@ -51,6 +54,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
+
+from hivemind_exp.swarm.read_set import DEFAULT_MAX_PEERS_PER_READ  # noqa: E402 - after the path fix; cheap
 
 
 def log(msg: str) -> None:
@@ -115,6 +120,7 @@ def worker_main(args: argparse.Namespace) -> int:
         dht_check_identity_free=False,
         dht_startup_timeout=args.startup_timeout,
         dht_publish_timeout=args.publish_timeout,
+        dht_max_peers_per_read=args.max_peers_per_read,
     )
     name = f"peer{args.index}"
     started = time.time()
@@ -146,6 +152,12 @@ def worker_main(args: argparse.Namespace) -> int:
     beat.start()
     send({"event": "ready", "peer_id": transport.peer_id, "maddrs": transport.visible_maddrs(),
           "started": started, "up": up, "joined": joined, "heartbeat_ok": ok, "pids": pids()})
+
+    def read_everyone(round_no: int, stage: int, timeout: float) -> dict[str, dict[str, OutputRecord]]:
+        # The uncapped read: the whole directory (and ourselves), as a node read before the cap.
+        t_end = time.time() + timeout
+        listed = {p.peer_id for p in transport.list_peers(timeout=timeout)} | {transport.peer_id}
+        return transport.fetch_outputs(round_no, stage, timeout=max(0.5, t_end - time.time()), peers=listed)
 
     question = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
                 "How many clips did Natalia sell altogether in April and May? ") * 3
@@ -187,7 +199,7 @@ def worker_main(args: argparse.Namespace) -> int:
                 deadline = cmd["deadline"]
                 while time.time() < deadline and set(first_seen) != expect:
                     t = time.time()
-                    got = transport.fetch_outputs(r, s, timeout=max(0.5, min(10.0, deadline - t)))
+                    got = read_everyone(r, s, max(0.5, min(10.0, deadline - t)))
                     done = time.time()
                     polls.append(done - t)
                     want = {f"q{r}-{j}" for j in range(args.questions)}
@@ -201,9 +213,12 @@ def worker_main(args: argparse.Namespace) -> int:
             elif op == "stage_read":
                 tree = pids()
                 cpu0, t0 = _tree_cpu(tree), time.time()
-                got = transport.fetch_outputs(cmd["round"], cmd["stage"], timeout=cmd.get("timeout", 10))
+                if cmd.get("uncapped"):
+                    got = read_everyone(cmd["round"], cmd["stage"], cmd.get("timeout", 10))
+                else:  # what a node does: the default peer set, capped at dht_max_peers_per_read
+                    got = transport.fetch_outputs(cmd["round"], cmd["stage"], timeout=cmd.get("timeout", 10))
                 wall, cpu = time.time() - t0, _tree_cpu(tree) - cpu0
-                send({"seconds": wall, "cpu_seconds": cpu, "peers": len(got),
+                send({"seconds": wall, "cpu_seconds": cpu, "peers": len(got), "read": sorted(got),
                       "records": sum(len(v) for v in got.values())})
             elif op == "drops":
                 send({"drops": transport.drop_counts(), "restarts": transport.restart_count})
@@ -236,7 +251,7 @@ class Peer:
                "--questions", str(args.questions), "--completion-chars", str(args.completion_chars),
                "--heartbeat-seconds", str(args.heartbeat_seconds), "--poll-interval", str(args.poll_interval),
                "--startup-timeout", str(args.startup_timeout), "--publish-timeout", str(args.publish_timeout),
-               "--coordinator", coordinator]
+               "--max-peers-per-read", str(args.max_peers_per_read), "--coordinator", coordinator]
         for m in initial_peers:
             cmd += ["--initial-peer", m]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -322,13 +337,28 @@ class Peer:
             self.proc.wait(timeout=max(0.1, grace_deadline - time.time()))
         except subprocess.TimeoutExpired:
             pass
-        killed = 0
+        left = []
         for pid in self.pids:  # the DHT child and p2pd too, in case the worker could not close them
             try:
                 p = psutil.Process(pid)
                 if p.status() != psutil.STATUS_ZOMBIE:
-                    p.kill()
-                    killed += 1
+                    left.append(p)
+            except psutil.Error:
+                pass
+        # torch's torch_shm_manager (started for hivemind's file_system tensor sharing) quits by
+        # itself about 2 s after its last client exits: wait for that before killing anything.
+        until = time.time() + max(5.0, grace_deadline - time.time())
+        while left and time.time() < until:
+            left = [p for p in left if _running(p)]
+            if left:
+                time.sleep(0.1)
+        killed = 0
+        for p in left:
+            try:
+                name = p.name()
+                p.kill()
+                killed += 1
+                log(f"peer {self.index}: killed {name} (pid {p.pid}), still running after the peer closed")
             except psutil.Error:
                 pass
         try:
@@ -337,6 +367,16 @@ class Peer:
             pass
         self._log.close()
         return killed
+
+
+def _running(proc: Any) -> bool:
+    """Alive and not a zombie (an orphan's zombie lingers until PID 1 reaps it)."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def shutdown_all(peers: list[Peer], grace: float = 20.0) -> int:
@@ -435,6 +475,7 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
             poll_s: list[float] = []
             publish_s: list[float] = []
             round_base = 1000
+            stored_first_round: set[str] = set()  # peers whose round-1 publish was confirmed: the stage read's data
             for k in range(args.rounds):
                 if interrupted.is_set():
                     raise KeyboardInterrupt
@@ -446,6 +487,8 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
                             "publish_at": t0 + args.spread * i / max(1, n), "deadline": deadline})
                 replies = [p.receive(deadline - time.time() + args.publish_timeout + 60) for p in peers]
                 starts = {ids[i]: rep["published"].get("start") for i, rep in enumerate(replies)}
+                if k == 0:
+                    stored_first_round = {ids[i] for i, rep in enumerate(replies) if rep["published"].get("ok")}
                 for i, rep in enumerate(replies):
                     poll_s += rep["polls"]
                     pub = rep["published"]
@@ -464,13 +507,35 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
                     + (f", visibility p50 {statistics.median(round_lat):.2f}s max {max(round_lat):.2f}s"
                        if round_lat else ""))
 
-            # The per-stage read a node makes, one peer at a time on a quiet swarm.
-            reads = [p.ask({"cmd": "stage_read", "round": round_base, "stage": 1, "timeout": 10}, 60) for p in peers]
+            # The per-stage read a node makes, one peer at a time on a quiet swarm: capped (the
+            # node's default) and, with --uncapped-read, every listed peer, right after it.
+            # Let the publish storm of the rounds drain first, so the reads measure the read.
+            time.sleep(args.read_settle_seconds)
+            load_at_read = uptime()
+            cap = args.max_peers_per_read
+            want = n if cap <= 0 else min(n, cap)
+            reads, full_reads = [], []
+            for p in peers:
+                reads.append(p.ask({"cmd": "stage_read", "round": round_base, "stage": 1, "timeout": 10}, 60))
+                if args.uncapped_read:
+                    full_reads.append(p.ask({"cmd": "stage_read", "round": round_base, "stage": 1, "timeout": 10,
+                                             "uncapped": True}, 60))
             read_wall = [x["seconds"] for x in reads]
             read_cpu = [x["cpu_seconds"] for x in reads]
-            read_short = sum(1 for x in reads if x["peers"] < n)
-            log(f"stage read ({n} peers x {args.questions} records): wall p50 {statistics.median(read_wall):.3f}s, "
-                f"CPU p50 {statistics.median(read_cpu):.3f}s; short reads {read_short}")
+            read_short = sum(1 for x in reads if x["peers"] < want)
+            read_over = sum(1 for x in reads if x["peers"] > want)
+            # Coverage among peers whose records are there to read (a failed publish is not the cap's doing).
+            unread = len(stored_first_round - {q for x in reads for q in x["read"]})
+            log(f"stage read, cap {cap or 'none'} ({want} of {n} peers x {args.questions} records): wall p50 "
+                f"{statistics.median(read_wall):.3f}s, CPU p50 {statistics.median(read_cpu):.3f}s; short reads "
+                f"{read_short}, over the cap {read_over}, peers nobody read {unread} of {len(stored_first_round)} "
+                f"stored; {load_at_read}")
+            if full_reads:
+                full_wall = [x["seconds"] for x in full_reads]
+                full_cpu = [x["cpu_seconds"] for x in full_reads]
+                full_short = sum(1 for x in full_reads if x["peers"] < n)
+                log(f"stage read, uncapped ({n} peers): wall p50 {statistics.median(full_wall):.3f}s, CPU p50 "
+                    f"{statistics.median(full_cpu):.3f}s; short reads {full_short}")
 
             drops: dict[str, int] = {}
             restarts = 0
@@ -513,7 +578,13 @@ def run_size(n: int, args: argparse.Namespace, interrupted: threading.Event) -> 
         "stage_read_wall_p50_s": round(statistics.median(read_wall), 4),
         "stage_read_wall_max_s": round(max(read_wall), 4),
         "stage_read_cpu_p50_s": round(statistics.median(read_cpu), 4),
-        "stage_read_short": read_short,
+        "stage_read_short": read_short, "stage_read_over_cap": read_over,
+        "stage_read_cap": cap, "stage_read_peers": want, "stage_read_unread_peers": unread,
+        "stage_read_stored_peers": len(stored_first_round), "uptime_at_read": load_at_read,
+        "stage_read_uncapped_wall_p50_s": round(statistics.median(full_wall), 4) if full_reads else None,
+        "stage_read_uncapped_wall_max_s": round(max(full_wall), 4) if full_reads else None,
+        "stage_read_uncapped_cpu_p50_s": round(statistics.median(full_cpu), 4) if full_reads else None,
+        "stage_read_uncapped_short": full_short if full_reads else None,
         "directory_missing_at_end": final_missing, "peers_alive_at_end": alive,
         "processes_killed_at_shutdown": left, "shutdown_s": round(shutdown_s, 2),
         "uptime_before": load_before, "uptime_after": load_after,
@@ -526,16 +597,22 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
           f"{args.rounds} round(s), publishes spread over {args.spread}s, poll pause {args.poll_interval}s, "
           f"heartbeat every {args.heartbeat_seconds}s, {os.cpu_count()} CPUs")
     head = (f"{'peers':>5} {'join p50/max s':>15} {'dir s':>6} {'vis p50/p99/max s':>19} {'lost':>5} {'drops':>5} "
-            f"{'idle CPU%':>9} {'RSS MB':>7} {'PSS MB':>7} {'read wall/CPU s':>16} {'poll p50 s':>10}")
+            f"{'idle CPU%':>9} {'RSS MB':>7} {'PSS MB':>7} {'read wall/CPU s':>16} {'uncapped s':>16} "
+            f"{'poll p50 s':>10}")
+    print(f"stage read: at most {args.max_peers_per_read or 'every'} peer(s) per read (--max-peers-per-read)"
+          + ("; 'uncapped': every listed peer, directory read included" if args.uncapped_read else ""))
     print(head)
     for r in results:
+        full = ("-" if r["stage_read_uncapped_wall_p50_s"] is None
+                else f"{r['stage_read_uncapped_wall_p50_s']:.3f}/{r['stage_read_uncapped_cpu_p50_s']:.3f}")
         vis = ("-" if r["visibility_p50_s"] is None
                else f"{r['visibility_p50_s']:.2f}/{r['visibility_p99_s']:.2f}/{r['visibility_max_s']:.2f}")
         print(f"{r['peers']:>5} {r['join_p50_s']:>7.2f}/{r['join_max_s']:<7.2f} "
               f"{'-' if r['directory_converged_s'] is None else format(r['directory_converged_s'], '.2f'):>6} "
               f"{vis:>19} {r['reader_pairs_lost']:>5} {sum(r['transport_drops'].values()):>5} "
               f"{r['idle_cpu_pct_mean']:>9.1f} {r['rss_mb_mean']:>7} {r['pss_mb_mean']:>7} "
-              f"{r['stage_read_wall_p50_s']:>7.3f}/{r['stage_read_cpu_p50_s']:<8.3f} {r['poll_p50_s'] or 0:>10.3f}")
+              f"{r['stage_read_wall_p50_s']:>7.3f}/{r['stage_read_cpu_p50_s']:<8.3f} {full:>16} "
+              f"{r['poll_p50_s'] or 0:>10.3f}")
     for r in results:
         ok = (r["visibility_p99_s"] is not None and r["visibility_p99_s"] < 1.0 and r["reader_pairs_lost"] == 0
               and r["directory_missing_at_end"] == 0 and r["peers_alive_at_end"] == r["peers"])
@@ -561,6 +638,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--join-concurrency", type=int, default=4, help="peers starting at once [4]")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="dht_startup_timeout per peer [60]")
     parser.add_argument("--publish-timeout", type=float, default=30.0, help="dht_publish_timeout (node default) [30]")
+    parser.add_argument("--max-peers-per-read", type=int, default=DEFAULT_MAX_PEERS_PER_READ,
+                        help="each peer's dht_max_peers_per_read: most peers one stage read asks for; 0: no cap "
+                        f"[{DEFAULT_MAX_PEERS_PER_READ}]")
+    parser.add_argument("--read-settle-seconds", type=float, default=10.0,
+                        help="pause after the rounds before the stage reads, for the publishes to drain [10]")
+    parser.add_argument("--uncapped-read", action="store_true",
+                        help="also measure the per-stage read of every listed peer (the read without the cap)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -577,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("every swarm size must be >= 2")
     if args.rounds < 1 or args.questions < 1 or args.join_concurrency < 1:
         parser.error("--rounds, --questions and --join-concurrency must be >= 1")
+    if args.max_peers_per_read == 1 or args.max_peers_per_read < 0:
+        parser.error("--max-peers-per-read must be 0 (no cap) or at least 2")
 
     interrupted = threading.Event()
 
@@ -600,7 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"sizes": {str(r["peers"]): r for r in results},
                       "settings": {k: getattr(args, k) for k in ("rounds", "questions", "completion_chars", "spread",
                                                                  "poll_interval", "idle_seconds", "heartbeat_seconds",
-                                                                 "join_concurrency")}}), flush=True)
+                                                                 "join_concurrency", "max_peers_per_read",
+                                                                 "read_settle_seconds",
+                                                                 "uncapped_read")}}), flush=True)
     return 0
 
 

@@ -1,9 +1,12 @@
 """Round winners from the swarm's final (stage-3) outputs: a pure function.
 
-Every node runs `pick_winners` on the same DHT data and submits the result on-chain, so
-it must give the same answer everywhere: no clocks, no randomness, no dict-order
-dependence. A peer's score is, per question of the round, 1 for a correct final answer
-plus `format_weight` x the stage-3 format score; missing or malformed outputs score 0.
+Every node runs `pick_winners` on the DHT data it reads and submits the result on-chain, so
+the same records must give the same answer everywhere: no clocks, no randomness, no
+dict-order dependence. (In a swarm bigger than ``dht_max_peers_per_read`` a node reads, and
+so judges, its window of the round's ring, `hivemind_exp.swarm.read_set`; every peer is in
+the same number of windows, and the chain tallies the votes.) A peer's score is, per
+question of the round, 1 for a correct final answer plus `format_weight` x the stage-3
+format score; missing or malformed outputs score 0.
 Ties are broken by a hash of (`tie_salt`, peer id), so with the round number as salt no
 peer is favoured round after round the way a plain peer-id sort would favour one.
 """

@@ -10,6 +10,8 @@ Map of the package:
 - ``records``             public models (`OutputRecord`, `RoundState`, `PeerInfo`, `EvalSummary`), the strict wire
                           schemas, chunking with a sha256 manifest, and `DropCounter`.
 - ``keys``                DHT key names and ``<tag>[owner:KEY]`` signed subkeys.
+- ``read_set``            which peers one per-peer read asks for when the swarm is bigger than
+                          ``dht_max_peers_per_read`` (a ring hashed from the round: bounded, spread, unsteerable).
 - ``validator``           the record validator running inside the DHT process (imports hivemind;
                           loaded only when a DHT starts).
 - ``memory_transport``    `MemorySwarm` / `MemoryTransport`: the same protocol, validation and size rules in one process

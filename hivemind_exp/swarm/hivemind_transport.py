@@ -61,6 +61,7 @@ from hivemind_exp.swarm.records import (
     encode_wire,
     reassemble,
 )
+from hivemind_exp.swarm.read_set import read_set
 from hivemind_exp.swarm.settings import PROTOCOL_MAX_RECORD_BYTES, SIGNATURE_OVERHEAD_BYTES, SwarmSettings, _is_loopback
 from hivemind_exp.swarm.transport import SwarmClosedError, SwarmStartupError
 
@@ -785,7 +786,8 @@ class HivemindTransport:
     def fetch_outputs(self, round_num: int, stage: int, timeout: float | None = None,
                       peers: Iterable[str] | None = None) -> dict[str, dict[str, OutputRecord]]:
         deadline = self._deadline(timeout, self._s.dht_fetch_timeout)
-        key_to_peer = {keys.outputs_key(self._ns, round_num, stage, p): p for p in self._peer_ids(peers, deadline)}
+        key_to_peer = {keys.outputs_key(self._ns, round_num, stage, p): p
+                       for p in self._peer_ids(peers, round_num, deadline)}
         out: dict[str, dict[str, OutputRecord]] = {}
         for entry in self._read_entries(list(key_to_peer), deadline):
             wire = entry.wire
@@ -799,13 +801,15 @@ class HivemindTransport:
                 out.setdefault(entry.owner, {})[wire.qhash] = wire.record
         return out
 
-    def _peer_ids(self, peers: Iterable[str] | None, deadline: float) -> list[str]:
-        if peers is not None:
+    def _peer_ids(self, peers: Iterable[str] | None, round_num: int, deadline: float) -> list[str]:
+        if peers is not None:  # an explicit list is read whole (the coordinator checks everyone)
             return sorted(set(peers))
         # The directory, plus the peers our daemon is connected to: a directory read on a
         # loaded DHT can come back short, and a connected peer is likely a publishing one.
         listed = {p.peer_id for p in self._list_peers_until(deadline)}
-        return sorted(listed | self._connected_peer_ids() | {self.peer_id})
+        # Capped like MemoryTransport: the same rule, so both transports read the same peers.
+        return read_set(listed | self._connected_peer_ids(), self.peer_id, round_num,
+                        self._s.dht_max_peers_per_read, namespace=self._ns)
 
     # ------------------------------------------------------------ rollouts (SAPO)
 
@@ -820,7 +824,7 @@ class HivemindTransport:
     def fetch_rollouts(self, round_num: int, timeout: float | None = None,
                        peers: Iterable[str] | None = None) -> dict[str, dict[str, RolloutGroup]]:
         deadline = self._deadline(timeout, self._s.dht_fetch_timeout)
-        key_to_peer = {keys.rollouts_key(self._ns, round_num, p): p for p in self._peer_ids(peers, deadline)}
+        key_to_peer = {keys.rollouts_key(self._ns, round_num, p): p for p in self._peer_ids(peers, round_num, deadline)}
         out: dict[str, dict[str, RolloutGroup]] = {}
         for entry in self._read_entries(list(key_to_peer), deadline):
             wire = entry.wire

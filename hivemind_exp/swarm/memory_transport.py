@@ -4,7 +4,9 @@ For unit tests that drive whole nodes in milliseconds, and for benchmarks that r
 peers in one process. The rules are the DHT transport's: every value is stored in its
 wire form (msgpack of a ``*Wire`` model) under a key and an owner, readers decode it with
 the same strict `decode_wire` (schema, size cap, writer == owner) and drop-and-count what
-fails; records over the payload cap are refused at publish. What it does not model is the
+fails; records over the payload cap are refused at publish; a read of the default peer set asks
+for at most `max_peers_per_read` peers, chosen by `read_set` (the DHT transport's
+``dht_max_peers_per_read``). What it does not model is the
 network: stores always succeed and reads see everything at once, unless a test cuts a
 node off (`MemorySwarm.partition`) or plants raw bytes (`MemorySwarm.put_raw`).
 """
@@ -36,6 +38,7 @@ from hivemind_exp.swarm.records import (
     decode_wire,
     encode_wire,
 )
+from hivemind_exp.swarm.read_set import DEFAULT_MAX_PEERS_PER_READ, check_cap, read_set
 from hivemind_exp.swarm.transport import SwarmClosedError
 
 # Values bigger than one DHT record are chunked by the DHT transport; here they are kept whole,
@@ -74,17 +77,19 @@ class MemorySwarm:
             return peer_id in self._cut
 
     def transport(self, peer_id: str, *, coordinator_peer_id: str | None = None, record_ttl: float = 600.0,
-                  peer_ttl: float = 60.0) -> MemoryTransport:
+                  peer_ttl: float = 60.0, max_peers_per_read: int = DEFAULT_MAX_PEERS_PER_READ) -> MemoryTransport:
         return MemoryTransport(self, peer_id, coordinator_peer_id=coordinator_peer_id, record_ttl=record_ttl,
-                               peer_ttl=peer_ttl)
+                               peer_ttl=peer_ttl, max_peers_per_read=max_peers_per_read)
 
 
 class MemoryTransport:
     """One node's view of a `MemorySwarm` (implements `SwarmTransport`)."""
 
     def __init__(self, swarm: MemorySwarm, peer_id: str, *, coordinator_peer_id: str | None = None,
-                 record_ttl: float = 600.0, peer_ttl: float = 60.0, namespace: str = "rl-swarm"):
+                 record_ttl: float = 600.0, peer_ttl: float = 60.0, namespace: str = "rl-swarm",
+                 max_peers_per_read: int = DEFAULT_MAX_PEERS_PER_READ):
         self._swarm = swarm
+        self._read_cap = check_cap(max_peers_per_read)  # the rule SwarmSettings enforces
         self._peer_id = peer_id
         self._coordinator = coordinator_peer_id
         self._record_ttl = record_ttl
@@ -133,10 +138,12 @@ class MemoryTransport:
     def _wrong(self, key: str, why: str) -> None:
         self._drops.drop("wrong_key", why, key)
 
-    def _peer_ids(self, peers: Iterable[str] | None) -> list[str]:
-        if peers is not None:
+    def _peer_ids(self, peers: Iterable[str] | None, round_num: int) -> list[str]:
+        if peers is not None:  # an explicit list is read whole, as in the DHT transport
             return sorted(set(peers))
-        return sorted({p.peer_id for p in self.list_peers()} | {self._peer_id})
+        # The DHT transport's rule (dht_max_peers_per_read), so a test here reads what a real node reads.
+        return read_set((p.peer_id for p in self.list_peers()), self._peer_id, round_num, self._read_cap,
+                        namespace=self._ns)
 
     # ------------------------------------------------------------ outputs (three-stage game)
     def publish_outputs(self, round_num: int, stage: int, outputs: Mapping[str, OutputRecord]) -> bool:
@@ -147,7 +154,7 @@ class MemoryTransport:
     def fetch_outputs(self, round_num: int, stage: int, timeout: float | None = None,
                       peers: Iterable[str] | None = None) -> dict[str, dict[str, OutputRecord]]:
         out: dict[str, dict[str, OutputRecord]] = {}
-        for peer in self._peer_ids(peers):
+        for peer in self._peer_ids(peers, round_num):
             key = keys.outputs_key(self._ns, round_num, stage, peer)
             for tag, owner, wire in self._entries(key):
                 if not isinstance(wire, OutputWire) or owner != peer:
@@ -167,7 +174,7 @@ class MemoryTransport:
     def fetch_rollouts(self, round_num: int, timeout: float | None = None,
                        peers: Iterable[str] | None = None) -> dict[str, dict[str, RolloutGroup]]:
         out: dict[str, dict[str, RolloutGroup]] = {}
-        for peer in self._peer_ids(peers):
+        for peer in self._peer_ids(peers, round_num):
             key = keys.rollouts_key(self._ns, round_num, peer)
             for tag, owner, wire in self._entries(key):
                 if not isinstance(wire, RolloutsWire) or owner != peer:

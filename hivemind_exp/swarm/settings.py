@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from hivemind_exp.swarm.multiaddrs import PEER_ID_RE, as_list, check_maddr, check_namespace, check_peer_id
+from hivemind_exp.swarm.read_set import DEFAULT_MAX_PEERS_PER_READ, check_cap
 from hivemind_exp.common.settings_base import ServiceSettings
 
 # Largest stored value (our payload plus hivemind's signature suffix) any peer accepts.
@@ -85,6 +86,11 @@ class SwarmSettings(ServiceSettings):
         "publish and dropped on fetch")
     dht_fetch_timeout: float = Field(
         10.0, gt=0, le=600, description="default seconds a fetch waits; it returns whatever arrived by then")
+    dht_max_peers_per_read: int = Field(
+        DEFAULT_MAX_PEERS_PER_READ,
+        description="most peers whose records one stage read asks for (this node and the peers after it on a "
+        "ring hashed from the round, so every peer is read by someone and no node picks whom); swarms up to "
+        "this size read every peer; 0: no cap")
     dht_publish_timeout: float = Field(
         30.0, gt=0, le=600, description="seconds a publish waits for the DHT to confirm the stores")
     dht_record_ttl: float = Field(
@@ -140,6 +146,15 @@ class SwarmSettings(ServiceSettings):
     @classmethod
     def _check_coordinator(cls, value: str | None) -> str | None:
         return check_peer_id(value, "the coordinator prints its peer ID at start")
+
+    @field_validator("dht_max_peers_per_read")
+    @classmethod
+    def _check_read_cap(cls, value: int) -> int:
+        try:
+            return check_cap(value)
+        except ValueError as err:
+            raise ValueError(f"{err}; set --dht-max-peers-per-read / RLSWARM_DHT_MAX_PEERS_PER_READ to e.g. "
+                             f"{DEFAULT_MAX_PEERS_PER_READ} (the default), or 0 to read every peer") from None
 
     @field_validator("dht_namespace")
     @classmethod

@@ -10,6 +10,8 @@ Rules every implementation keeps:
 - Publishes return whether every record was stored; they raise only for bad input
   (e.g. a record over the payload cap), never for a network problem.
 - The transport holds no round state: a node can drop it and build a new one.
+- A per-peer read of the default peer set asks for at most ``dht_max_peers_per_read`` peers,
+  chosen by `hivemind_exp.swarm.read_set.read_set` from the round and the peer IDs alone.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ class SwarmTransport(Protocol):
 
     def fetch_outputs(self, round_num: int, stage: int, timeout: float | None = None,
                       peers: Iterable[str] | None = None) -> dict[str, dict[str, OutputRecord]]:
-        """Outputs of a stage: ``{peer_id: {question_hash: record}}`` (peers: default the listed peers + self)."""
+        """Outputs of a stage: ``{peer_id: {question_hash: record}}``.
+
+        peers: an explicit list is read whole; by default the listed peers + self, at most
+        ``dht_max_peers_per_read`` of them chosen by `read_set.read_set` (self always among them).
+        """
         ...
 
     def publish_rollouts(self, round_num: int, groups: Mapping[str, RolloutGroup]) -> bool:

@@ -3,8 +3,8 @@
 A real `TrainerNode` with a real GRPO engine on the tiny random model, the built-in problem
 generator, a `MemorySwarm` and a fake clock: resume without redoing a stage, no training on
 a stale stage, a late joiner that skips or plays, winners only for rounds it played, a node
-cut off from the DHT that waits and comes back, and chain submissions numbered the chain's
-way. What these check is read from records, node state and step events, never from logs.
+cut off from the DHT that waits and comes back, chain submissions numbered the chain's way,
+and a swarm over the read cap, where a node plays and votes on its window of the ring. What these check is read from records, node state and step events, never from logs.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ class Lab:
     def node(self, peer_id: str = NODE, data: str = "node", engine=None, chain=None, **settings) -> TrainerNode:
         s = TrainerSettings(data_dir=self.tmp / data, dataset="generated", questions_per_round=1, poll_seconds=0.01,
                             heartbeat_seconds=600, **settings)
-        n = TrainerNode(s, transport=self.swarm.transport(peer_id, coordinator_peer_id=COORD),
+        transport = self.swarm.transport(peer_id, coordinator_peer_id=COORD,
+                                         max_peers_per_read=s.dht_max_peers_per_read)
+        n = TrainerNode(s, transport=transport,
                         engine=engine or tiny_engine(), chain=chain, events=MemoryEvents(), clock=self.clock,
                         telemetry=False)
         n.setup()
@@ -231,3 +233,37 @@ def test_chain_submissions_use_the_chains_stage_numbers(lab: Lab) -> None:
     assert n.drain_outbox(timeout=10)
     (ev,) = steps(n)
     assert chain.rewards == {(3, 1, NODE): points_to_chain(ev["mean_reward"])}
+
+
+def test_over_the_read_cap_a_node_plays_and_judges_the_same_window_all_round(lab: Lab) -> None:
+    # 11 other peers, read cap 4: the node's stages 2-3 show, and its winners vote scores, only itself
+    # and the 3 peers after it on round 0's ring, though every other peer answered correctly.
+    import hashlib
+
+    import base58
+
+    from hivemind_exp.swarm.read_set import read_set
+
+    others = [base58.b58encode(b"\x12\x20" + hashlib.sha256(f"node-cap{i}".encode()).digest()).decode()
+              for i in range(11)]
+    n = lab.node(dht_max_peers_per_read=4)
+    window = set(read_set(others + [NODE], NODE, 0, 4, namespace="rl-swarm"))
+    assert len(window) == 4 and NODE in window
+    (prob,) = n.round_problems(0)
+    texts = {1: f"<think>so</think><answer>{prob.answer}</answer>",
+             2: "<compare>fine</compare><identify>None</identify>",
+             3: f"<summarize_feedback>ok</summarize_feedback><majority>None</majority><think>so</think>"
+                f"<answer>{prob.answer}</answer>"}
+    peers = [lab.swarm.transport(p) for p in others]
+    for t in peers:
+        t.heartbeat()
+    for stage in (1, 2, 3):
+        for t in peers:
+            t.publish_outputs(0, stage, {prob.qid: OutputRecord(completion=texts[stage])})
+        lab.stage(0, stage)
+        assert n.tick() == "trained"
+    assert [e["peers_seen"] for e in steps(n)] == [0, 4, 4]  # stage 1 reads nobody
+    lab.stage(1, 1)
+    assert n.tick() == "trained"
+    (vote,) = lab.coord.fetch_winners(0).values()
+    assert set(vote) - {NODE} == window - {NODE}  # every correct peer it read, and no other

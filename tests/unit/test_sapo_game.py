@@ -144,3 +144,37 @@ def test_bad_settings_name_the_setting():
         SapoParams(policy="best-ever")
     with pytest.raises(ValueError, match="sapo_local_groups"):
         SapoParams(local_groups=0)
+
+
+def test_in_a_swarm_over_the_read_cap_a_node_takes_and_judges_only_its_window(tiny_model, source):
+    # 12 peers, read cap 4: node 0 reads itself and the 3 peers after it on the round's ring, takes
+    # external groups from those 3 only, and its winners come from what it read.
+    import hashlib
+
+    import base58
+
+    from hivemind_exp.swarm.read_set import read_set
+    from hivemind_exp.trainer.grpo import GRPOEngine, GRPOParams
+
+    ids = [base58.b58encode(b"\x12\x20" + hashlib.sha256(f"sapo{i}".encode()).digest()).decode() for i in range(12)]
+    swarm = MemorySwarm()
+    ts = [swarm.transport(p, max_peers_per_read=4) for p in ids]
+    prob = source.draw(5, 0, 1)[0]
+    spec = TaskSpecRecord(task=prob.spec.task, config_hash=prob.spec.config_hash, seed=prob.spec.seed,
+                          index=prob.spec.index)
+    right = f"<think>easy</think><answer>{prob.answer}</answer>"
+    for t in ts:
+        t.heartbeat()
+        t.publish_rollouts(4, {spec_key(prob.spec): RolloutGroup(spec=spec, question=prob.question,
+                                                                 completions=[right, right])})
+    model, tok = tiny_model
+    engine = GRPOEngine(model, tok, GRPOParams(num_generations=2, max_completion_length=8, seed=0))
+    player = SapoPlayer(engine, ts[0], source, sapo_rubric(), sapo_prompt,
+                        SapoParams(local_groups=1, external_groups=8, policy="random", collect_seconds=0.0,
+                                   poll_seconds=0.01), node_seed=1, events=MemoryEvents())
+    got = player.collect(4, None)
+    window = set(read_set(ids, ids[0], 4, 4, namespace="rl-swarm"))
+    assert len(window) == 4 and ids[0] in window
+    assert {g.peer for g in got} == window - {ids[0]}
+    winners = player.winners(got)
+    assert winners and set(winners) <= window - {ids[0]}
