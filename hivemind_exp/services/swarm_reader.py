@@ -30,6 +30,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
 from hivemind_exp.services.settings import SwarmReaderSettings
 from hivemind_exp.swarm.reader import SwarmReader, snapshot_to_json
 
@@ -262,11 +265,8 @@ def check_query(settings: SwarmReaderSettings, params: list[tuple[str, str]]) ->
     return rounds, peers
 
 
-def create_app(settings: SwarmReaderSettings | None = None, *, reader_factory: ReaderFactory | None = None) -> Any:
+def create_app(settings: SwarmReaderSettings | None = None, *, reader_factory: ReaderFactory | None = None) -> FastAPI:
     """The reader's FastAPI app; joining starts with the app's lifespan, not here."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
-
     from hivemind_exp.common.settings_base import load_settings
 
     cfg = settings if settings is not None else load_settings(SwarmReaderSettings)
