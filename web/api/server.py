@@ -121,8 +121,13 @@ def default_swarm_factory(settings: DashboardSettings) -> SwarmFactory:
         return remote
 
     def build(initial_peers: list[str]) -> Any:
+        import importlib.util
+
         from api.sources import DhtSwarmReader
 
+        if importlib.util.find_spec("hivemind") is None:
+            raise RuntimeError("hivemind is not installed here (the dashboard image leaves it out): set "
+                               "RLSWARM_SWARM_READER_URL to an `rl-swarm swarm-reader`, or install requirements.txt")
         return DhtSwarmReader.connect(
             initial_peers, dht_namespace=settings.dht_namespace,
             coordinator_peer_id=settings.trusted_coordinator(list(initial_peers)),
