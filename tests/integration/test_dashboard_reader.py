@@ -59,12 +59,12 @@ def _gossip(d: DashboardProc) -> set[tuple]:
 def test_nodes_gossip_and_boards_match_the_in_process_reader(pair: tuple[DashboardProc, DashboardProc],
                                                              web_swarm: WebSwarm) -> None:
     local, remote = pair
-    nodes = {d: {n["peer_id"]: n["name"] for n in d.get("/api/nodes").json()["nodes"]} for d in pair}
-    assert nodes[remote] == nodes[local] and set(nodes[remote]) == set(web_swarm.peer_ids)
+    local_nodes, remote_nodes = ({n["peer_id"]: n["name"] for n in d.get("/api/nodes").json()["nodes"]} for d in pair)
+    assert remote_nodes == local_nodes and set(remote_nodes) == set(web_swarm.peer_ids)
     # Every peer's answers of the current and previous stage; the sample rotates, so wait for all of them.
-    want = wait_for(lambda: (g := _gossip(local)) if {e[0] for e in g} == set(web_swarm.peer_ids) else None,
+    want = wait_for(lambda: (g := _gossip(local)) and {e[0] for e in g} == set(web_swarm.peer_ids) and g,
                     timeout=30, what="local gossip from every peer")
-    got = wait_for(lambda: (g := _gossip(remote)) if g >= want else None, timeout=30,
+    got = wait_for(lambda: (g := _gossip(remote)) and g >= want and g, timeout=30,
                    what=f"remote gossip covering {len(want)} entries")
     assert got == want and {e[3] for e in got} == {"answer", "critique"}
     for path in ("/api/round_and_stage", "/api/leaderboard", "/api/rewards-history"):
@@ -96,24 +96,3 @@ def test_the_reader_serves_bounded_snapshots(reader: ReaderProc, web_swarm: WebS
     assert bad.status_code == 422 and "not a peer ID" in bad.json()["detail"]
     h = reader.get("/api/healthz").json()
     assert h["joined"] and h["peer_id"] not in web_swarm.peer_ids  # its own throwaway identity
-
-
-def test_a_dashboard_whose_reader_is_gone_turns_unhealthy_and_recovers(web_swarm: WebSwarm,
-                                                                       tmp_path_factory: pytest.TempPathFactory
-                                                                       ) -> None:
-    base = tmp_path_factory.mktemp("reader-gone")
-    r = launch_swarm_reader(base / "reader", web_swarm)
-    port = int(r.url.rsplit(":", 1)[1])
-    d = launch_dashboard(base / "dash", web_swarm, None, swarm_reader_url=r.url, dht_stale_after=3, dht_timeout=2)
-    try:
-        r.stop()
-        h = wait_for(lambda: (x := d.get("/api/healthz")).status_code == 503 and x.json(), timeout=30,
-                     what="503 once the reader is gone")
-        assert any("swarm reader" in reason and "unreachable" in reason for reason in h["reasons"]), h
-        assert d.get("/api/nodes").json()["count"] == 3  # still answered from the cache
-        r = launch_swarm_reader(base / "reader2", web_swarm, port=port)
-        wait_for(lambda: d.get("/api/healthz").status_code == 200, timeout=60, what="healthy with the reader back")
-        assert d.proc.poll() is None
-    finally:
-        d.stop()
-        r.stop()
