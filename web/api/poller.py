@@ -190,8 +190,10 @@ class Poller:
             local = LocalNode(reason=f"cannot read the local trainer's data: {type(exc).__name__}: {exc}")
         self.state.set_local(local)
 
+        remote = self.settings.swarm_reader_url
         if self.swarm is None:
-            if not peers:
+            # A swarm reader service knows its own peers; only an in-process DHT client needs them here.
+            if not peers and remote is None:
                 where = f", wait for the coordinator to write {self.settings.bootnode_file}" \
                     if self.settings.bootnode_file else ""
                 raise RuntimeError(f"no DHT peers to join: set RLSWARM_INITIAL_PEERS (multiaddrs){where} or configure "
@@ -206,7 +208,10 @@ class Poller:
                 late.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
                                        else f.result().close())
                 raise
-            log.info("joined the swarm DHT via %s", ", ".join(peers))
+            if remote is None:
+                log.info("joined the swarm DHT via %s", ", ".join(peers))
+            else:
+                log.info("reading the swarm through the swarm reader at %s", remote)
 
         def work() -> Any:
             assert self.swarm is not None

@@ -110,10 +110,29 @@ class CachedBodies:
 
 
 def default_swarm_factory(settings: DashboardSettings) -> SwarmFactory:
+    """The HTTP reader when --swarm-reader-url is set (no hivemind/torch here), else a DHT client in-process."""
+    url = settings.swarm_reader_url
+    if url is not None:
+        def remote(_initial_peers: list[str]) -> Any:
+            from api.sources import HttpSwarmReader
+
+            return HttpSwarmReader(url, timeout=settings.dht_timeout, max_bytes=settings.swarm_reader_max_bytes)
+
+        return remote
+
     def build(initial_peers: list[str]) -> Any:
+        import importlib.util
+
         from api.sources import DhtSwarmReader
 
-        return DhtSwarmReader.connect(initial_peers, settings)
+        if importlib.util.find_spec("hivemind") is None:
+            raise RuntimeError("hivemind is not installed here (the dashboard image leaves it out): set "
+                               "RLSWARM_SWARM_READER_URL to an `rl-swarm swarm-reader`, or install requirements.txt")
+        return DhtSwarmReader.connect(
+            initial_peers, dht_namespace=settings.dht_namespace,
+            coordinator_peer_id=settings.trusted_coordinator(list(initial_peers)),
+            dht_identity_file=settings.dht_identity_file, dht_timeout=settings.dht_timeout,
+            tmp_prefix="rlswarm-dashboard-")
 
     return build
 

@@ -27,6 +27,13 @@ class DashboardSettings(ServiceSettings):
     port: int = Field(8080, ge=1, le=65535, description="HTTP port of the dashboard (API + UI)")
 
     # --- swarm (Hivemind DHT, joined as a client: nothing listens)
+    swarm_reader_url: str | None = Field(
+        None, description="read the swarm through `rl-swarm swarm-reader` at this URL (e.g. http://swarm-reader:8090) "
+        "instead of joining the DHT in this process, which then needs neither hivemind nor torch; that service's own "
+        "settings say where to join, so --initial-peers and --bootnode-file must stay unset")
+    swarm_reader_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024, le=512 * 1024 * 1024,
+        description="largest snapshot (bytes) accepted from --swarm-reader-url; a bigger answer is a failed poll")
     initial_peers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="multiaddrs of DHT peers to join, e.g. /ip4/127.0.0.1/tcp/38331/p2p/Qm... "
@@ -124,6 +131,11 @@ class DashboardSettings(ServiceSettings):
     def _url(cls, v: str, info: ValidationInfo) -> str:
         return check_http_url(v, info.field_name or "URL")
 
+    @field_validator("swarm_reader_url")
+    @classmethod
+    def _reader_url(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else check_http_url(v.strip(), "swarm_reader_url")
+
     @field_validator("local_peer_id", "coordinator_peer_id")
     @classmethod
     def _peer(cls, v: str | None) -> str | None:
@@ -143,6 +155,16 @@ class DashboardSettings(ServiceSettings):
             if m:
                 return m.group(1)
         return None
+
+    @model_validator(mode="after")
+    def _one_way_to_the_swarm(self) -> "DashboardSettings":
+        if self.swarm_reader_url is not None:
+            given = [n for n, v in (("initial_peers", self.initial_peers), ("bootnode_file", self.bootnode_file)) if v]
+            if given:
+                raise ValueError(f"{' and '.join(given)} set together with swarm_reader_url: with a swarm reader the "
+                                 "dashboard joins no DHT itself; give those to `rl-swarm swarm-reader` and unset them "
+                                 "here (or unset RLSWARM_SWARM_READER_URL to join in this process)")
+        return self
 
     @model_validator(mode="after")
     def _chain_on_needs_address(self) -> "DashboardSettings":

@@ -2,13 +2,16 @@
 
 - `SwarmReader.poll(...) -> SwarmSnapshot`: one read of the DHT (round/stage, peers seen,
   per-stage rewards of recent rounds, a sample of recent answers/critiques, winners).
-  Real one: `DhtSwarmReader` (a client-mode `hivemind_exp.swarm` transport).
+  Real ones: `DhtSwarmReader` (a client-mode `hivemind_exp.swarm` transport in this process;
+  defined in `hivemind_exp.swarm.reader`) and `HttpSwarmReader` (the same poll over HTTP from
+  `rl-swarm swarm-reader`, so this process needs neither hivemind nor torch).
 - `ChainReader.poll(...) -> ChainSnapshot`: one read of the SwarmCoordinator contract
   (round/stage, total rewards and wins, the local trainer's wallet). Real one:
   `ContractChainReader` (`hivemind_exp.chain.client.ChainReader` over JSON-RPC).
 
-Both are blocking and are only ever called from the poller's worker thread, never inside
-a request. Peer-supplied text is clipped here so the cache holds bounded data.
+All are blocking and are only ever called from the poller's worker thread, never inside
+a request. Peer-supplied text is clipped (DHT) or bounded by the wire schema (HTTP), so the
+cache holds bounded data.
 """
 
 from __future__ import annotations
@@ -19,59 +22,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hivemind_exp.game import stage as game_stage
-from hivemind_exp.swarm.records import EvalSummary, SapoStats
+from hivemind_exp.swarm.reader import (
+    MAX_ANSWER_CHARS,
+    MAX_QUESTION_CHARS,
+    STAGE_KINDS,
+    DhtSwarmReader,
+    GossipItem,
+    PeerSeen,
+    SwarmReader,
+    SwarmSnapshot,
+    clip,
+    snapshot_from_json,
+)
 
 if TYPE_CHECKING:
     from api.settings import DashboardSettings
 
 log = logging.getLogger(__name__)
 
-# Text from peers is data from strangers: clip it before it reaches the cache or the UI.
-MAX_QUESTION_CHARS = 300
-MAX_ANSWER_CHARS = 160
 # getTotalRewards takes a list; keep each call's calldata small.
 TOTAL_REWARDS_BATCH = 200
 WINNER_PAGE = 100
 
-
-def clip(text: object, limit: int) -> str:
-    s = " ".join(str(text).split()) if text is not None else ""
-    return s if len(s) <= limit else s[: limit - 1] + "\u2026"
-
-
-@dataclass(frozen=True)
-class PeerSeen:
-    peer_id: str
-    last_seen: float  # unix seconds of the peer's latest heartbeat
-    evaluation: EvalSummary | None = None  # as the peer's heartbeat carried it
-    sapo: SapoStats | None = None  # likewise (SAPO game)
-
-
-@dataclass(frozen=True)
-class GossipItem:
-    peer_id: str
-    round: int
-    stage: int
-    kind: str  # answer | critique | decision
-    question: str
-    answer: str
-    time: float  # unix seconds the record was published
-
-
-@dataclass
-class SwarmSnapshot:
-    """One DHT read. `rewards[(round, stage)][peer_id]` is that peer's points for the stage (from 1)."""
-
-    round: int | None
-    stage: int | None
-    game: str | None = None  # from the coordinator's round record
-    stage_deadline: float | None = None
-    peers: list[PeerSeen] = field(default_factory=list)
-    rewards: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
-    winners: dict[int, list[str]] = field(default_factory=dict)
-    gossip: list[GossipItem] = field(default_factory=list)
-    taken_at: float = field(default_factory=time.time)
+__all__ = ["MAX_ANSWER_CHARS", "MAX_QUESTION_CHARS", "STAGE_KINDS", "ChainReader", "ChainSnapshot",
+           "ContractChainReader", "DhtSwarmReader", "GossipItem", "HttpSwarmReader", "PeerSeen", "SwarmReader",
+           "SwarmSnapshot", "clip", "read_local_peer_id"]
 
 
 @dataclass
@@ -87,14 +62,6 @@ class ChainSnapshot:
     bootnodes: list[str] = field(default_factory=list)
     local_wallet: str | None = None
     taken_at: float = field(default_factory=time.time)
-
-
-class SwarmReader(Protocol):
-    def poll(self, rounds: Sequence[int], gossip_peers: Sequence[str]) -> SwarmSnapshot:
-        """Read round/stage and peers, rewards of `rounds` (all stages) and outputs of `gossip_peers`."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class ChainReader(Protocol):
@@ -159,127 +126,76 @@ class ContractChainReader:
         """Nothing to release: every RPC is a plain HTTP request."""
 
 
-# What a record of each stage is, per game (the gossip panel's label).
-STAGE_KINDS = {"three-stage": ("answer", "critique", "decision"), "sapo": ("rollouts",)}
-# Concurrent DHT reads per poll (rewards of several rounds/stages); the transport is thread-safe.
-DHT_READ_WORKERS = 8
+# Shown from a reader's error body: enough to say what went wrong, not a page of it.
+MAX_REMOTE_DETAIL_CHARS = 300
 
 
-class DhtSwarmReader:
-    """`SwarmReader` over a client-mode `HivemindTransport` (signed, schema-checked records only)."""
+class HttpSwarmReader:
+    """`SwarmReader` over `rl-swarm swarm-reader`'s GET /api/snapshot (its own DHT client does the reads).
 
-    def __init__(self, transport: Any, fetch_timeout: float = 3.0, cleanup: Any = None):
-        import concurrent.futures
+    The answer is checked like peer data: at most `max_bytes` (counted while streaming, after
+    decompression), JSON of the strict `SnapshotWire` schema. Every failure is a RuntimeError
+    naming the reader and the cause, which the poller records for /api/healthz.
+    """
 
-        self._t = transport
-        # Which stages to read rewards of: the game of the latest round record (three-stage until one is read).
-        self._game = "three-stage"
-        self._timeout = fetch_timeout
-        self._cleanup = cleanup
-        self._pool = concurrent.futures.ThreadPoolExecutor(DHT_READ_WORKERS, thread_name_prefix="dht-read")
+    def __init__(self, url: str, timeout: float = 10.0, max_bytes: int = 16 * 1024 * 1024):
+        import httpx
 
-    @classmethod
-    def connect(cls, initial_peers: Sequence[str], settings: DashboardSettings) -> "DhtSwarmReader":
-        """Join the swarm as a DHT client with the dashboard's own identity (blocking)."""
-        import shutil
-        import tempfile
-        from pathlib import Path
+        self.base_url = url.rstrip("/")
+        self._max_bytes = max_bytes
+        # trust_env=False: an internal service, never reached through a proxy from the environment.
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
 
-        from hivemind_exp.swarm.hivemind_transport import HivemindTransport
-        from hivemind_exp.swarm.settings import SwarmSettings
+    def _get(self, params: list[tuple[str, str]]) -> tuple[int, str, bytes]:
+        import httpx
 
-        tmp: str | None = None
-        identity = settings.dht_identity_file
-        if identity is None:
-            tmp = tempfile.mkdtemp(prefix="rlswarm-dashboard-")
-            identity = Path(tmp) / "dashboard.pem"
-        swarm = SwarmSettings(
-            initial_peers=list(initial_peers), identity_path=identity, dht_client_mode=True,
-            host_maddrs=["/ip4/127.0.0.1/tcp/0"], announce_maddrs=[], dht_namespace=settings.dht_namespace,
-            coordinator_peer_id=settings.trusted_coordinator(list(initial_peers)),
-            dht_check_identity_free=False, dht_startup_retries=0,
-            dht_startup_timeout=max(5.0, settings.dht_timeout), dht_fetch_timeout=settings.dht_timeout / 3)
         try:
-            transport = HivemindTransport.start(swarm)
-        except BaseException:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return cls(transport, fetch_timeout=settings.dht_timeout / 3,
-                   cleanup=(lambda: shutil.rmtree(tmp, ignore_errors=True)) if tmp else None)
+            with self._client.stream("GET", self.base_url + "/api/snapshot", params=params,
+                                     headers={"accept": "application/json"}) as r:
+                declared = r.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self._max_bytes:
+                    raise RuntimeError(f"swarm reader {self.base_url} sent {declared} bytes, over the "
+                                       f"{self._max_bytes}-byte limit (RLSWARM_SWARM_READER_MAX_BYTES)")
+                body = bytearray()
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if len(body) > self._max_bytes:
+                        raise RuntimeError(f"swarm reader {self.base_url} sent more than {self._max_bytes} bytes "
+                                           "(RLSWARM_SWARM_READER_MAX_BYTES)")
+                return r.status_code, r.headers.get("content-type", ""), bytes(body)
+        except httpx.HTTPError as exc:
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise RuntimeError(f"swarm reader {self.base_url} unreachable ({why}); is `rl-swarm swarm-reader` "
+                               "running there? (RLSWARM_SWARM_READER_URL)") from None
 
-    def _outputs(self, rnd: int, stage: int, peers: Sequence[str], now: float) -> list[GossipItem]:
-        items = []
-        kinds = STAGE_KINDS["three-stage"]
-        found = self._t.fetch_outputs(rnd, stage, timeout=self._timeout, peers=list(peers))
-        for peer_id, by_question in found.items():
-            for qhash, rec in by_question.items():
-                question = rec.meta.get("question") if isinstance(rec.meta.get("question"), str) else None
-                answer = rec.final_answer if rec.final_answer else rec.completion
-                items.append(GossipItem(
-                    peer_id=peer_id, round=rnd, stage=stage,
-                    kind=kinds[stage - 1] if 1 <= stage <= len(kinds) else f"stage {stage}",
-                    question=clip(question or f"question {qhash[:12]}", MAX_QUESTION_CHARS),
-                    answer=clip(answer, MAX_ANSWER_CHARS), time=now))
-        return items
+    @staticmethod
+    def _detail(body: bytes) -> str:
+        import json
 
-    def _rollouts(self, rnd: int, peers: Sequence[str], now: float) -> list[GossipItem]:
-        """SAPO: one item per shared group: its question and the first completion."""
-        items = []
-        found = self._t.fetch_rollouts(rnd, timeout=self._timeout, peers=list(peers))
-        for peer_id, groups in found.items():
-            for group in groups.values():
-                items.append(GossipItem(
-                    peer_id=peer_id, round=rnd, stage=1, kind="rollouts",
-                    question=clip(group.question, MAX_QUESTION_CHARS),
-                    answer=clip(group.completions[0], MAX_ANSWER_CHARS), time=now))
-        return items
+        try:
+            detail = json.loads(body).get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        text = detail if isinstance(detail, str) else body.decode("utf-8", "replace")
+        return clip(text, MAX_REMOTE_DETAIL_CHARS) or "no detail"
 
     def poll(self, rounds: Sequence[int], gossip_peers: Sequence[str]) -> SwarmSnapshot:
-        now = time.time()
-        t = self._t
-        state_f = self._pool.submit(t.fetch_round_state, self._timeout)
-        peers_f = self._pool.submit(t.list_peers, self._timeout)
-        count = game_stage.stage_count(self._game)
-        reward_fs = {(r, s): self._pool.submit(t.fetch_rewards, r, s, self._timeout)
-                     for r in rounds for s in range(1, count + 1)}
-        winner_fs = {r: self._pool.submit(t.fetch_winners, r, self._timeout) for r in rounds[:2]}
-        state = state_f.result()
-        if state is not None:
-            self._game = state.game
-        rnd = state.round if state is not None else (max(rounds) if rounds else None)
-        gossip: list[GossipItem] = []
-        if rnd is not None and gossip_peers:
-            if self._game == "sapo":
-                gossip.extend(self._rollouts(rnd, gossip_peers, now))
-            else:
-                stage = state.stage if state is not None else count
-                for s in sorted({stage, max(1, stage - 1)}):
-                    gossip.extend(self._outputs(rnd, s, gossip_peers, now))
-        winners: dict[int, list[str]] = {}
-        for r, f in winner_fs.items():
-            votes: dict[str, int] = {}
-            for picks in f.result().values():
-                for w in picks:
-                    votes[w] = votes.get(w, 0) + 1
-            if votes:
-                winners[r] = sorted(votes, key=lambda p: (-votes[p], p))
-        return SwarmSnapshot(
-            round=state.round if state is not None else None,
-            stage=state.stage if state is not None else None,
-            game=state.game if state is not None else None,
-            stage_deadline=state.stage_deadline_unix if state is not None else None,
-            peers=[PeerSeen(p.peer_id, p.last_seen, p.evaluation, p.sapo) for p in peers_f.result()],
-            rewards={k: f.result() for k, f in reward_fs.items()},
-            winners=winners, gossip=gossip, taken_at=now)
+        params = [("rounds", str(int(r))) for r in rounds] + [("gossip_peers", str(p)) for p in gossip_peers]
+        status, ctype, body = self._get(params)
+        if status != 200:
+            raise RuntimeError(f"swarm reader {self.base_url} answered {status}: {self._detail(body)}")
+        if not ctype.split(";")[0].strip().lower() == "application/json":
+            raise RuntimeError(f"swarm reader {self.base_url} answered {ctype or 'no content type'}, not JSON")
+        try:
+            return snapshot_from_json(body)
+        except ValueError as exc:
+            # pydantic's message lists every error; the first few say enough.
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()][:6]
+            raise RuntimeError(f"swarm reader {self.base_url} sent an invalid snapshot: "
+                               f"{clip(' | '.join(lines), MAX_REMOTE_DETAIL_CHARS)}") from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            self._t.close()
-        finally:
-            if self._cleanup is not None:
-                self._cleanup()
+        self._client.close()
 
 
 def read_local_peer_id(identity_file: Any) -> str | None:
