@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import re
 import threading
@@ -34,6 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from hivemind_exp.services.settings import SwarmReaderSettings
+from hivemind_exp.swarm.multiaddrs import read_bootnode_file
 from hivemind_exp.swarm.reader import SwarmReader, snapshot_to_json
 
 log = logging.getLogger(__name__)
@@ -93,17 +93,9 @@ class SwarmReaderService:
         s = self.settings
         if s.initial_peers:
             return list(s.initial_peers)
-        path = s.bootnode_file
-        if path is not None and path.is_file():
-            try:
-                maddrs = json.loads(path.read_text())["maddrs"]
-                if not isinstance(maddrs, list) or not all(isinstance(m, str) for m in maddrs):
-                    raise TypeError("maddrs is not a list of strings")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise RuntimeError(f"bootnode file {path} is unreadable ({exc}); restart the coordinator, "
-                                   "which writes it") from None
-            if maddrs:
-                return list(maddrs)
+        maddrs = read_bootnode_file(s.bootnode_file)
+        if maddrs:
+            return maddrs
         if s.contract_address is not None or s.deployment_file.exists():
             from hivemind_exp.chain.client import ChainReader, load_deployment_address
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 PEER_ID_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,128}$")
 MADDR_RE = re.compile(r"^(/[^/\s]+){2,}$")
@@ -57,3 +58,20 @@ def check_namespace(value: str) -> str:
     if not NAMESPACE_RE.match(value):
         raise ValueError("dht_namespace must be 1-64 letters, digits, '_', '.' or '-' (the swarm's namespace)")
     return value
+
+
+def read_bootnode_file(path: Path | None) -> list[str]:
+    """The coordinator's multiaddrs from the file `rl-swarm coordinator --bootnode-file` writes, or [] while there is none.
+
+    RuntimeError (saying what to do) when the file exists but does not hold a list of multiaddrs.
+    """
+    if path is None or not path.is_file():
+        return []
+    try:
+        maddrs = json.loads(path.read_text())["maddrs"]
+        if not isinstance(maddrs, list) or not all(isinstance(m, str) for m in maddrs):
+            raise TypeError("maddrs is not a list of strings")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RuntimeError(f"bootnode file {path} is unreadable ({exc}); restart the coordinator, "
+                           "which writes it") from None
+    return list(maddrs)

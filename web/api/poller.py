@@ -163,19 +163,9 @@ class Poller:
 
     def _bootnode_file_peers(self) -> list[str]:
         """The coordinator's multiaddrs from --bootnode-file (Docker Compose: its shared volume), or []."""
-        path = self.settings.bootnode_file
-        if path is None or not path.is_file():
-            return []
-        import json
+        from hivemind_exp.swarm.multiaddrs import read_bootnode_file
 
-        try:
-            maddrs = json.loads(path.read_text())["maddrs"]
-            if not isinstance(maddrs, list) or not all(isinstance(m, str) for m in maddrs):
-                raise TypeError("maddrs is not a list of strings")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RuntimeError(f"bootnode file {path} is unreadable ({exc}); restart the coordinator, "
-                               "which writes it") from None
-        return list(maddrs)
+        return read_bootnode_file(self.settings.bootnode_file)
 
     async def _poll_dht(self) -> None:
         peers = self._initial_peers()
