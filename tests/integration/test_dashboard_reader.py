@@ -96,3 +96,26 @@ def test_the_reader_serves_bounded_snapshots(reader: ReaderProc, web_swarm: WebS
     assert bad.status_code == 422 and "not a peer ID" in bad.json()["detail"]
     h = reader.get("/api/healthz").json()
     assert h["joined"] and h["peer_id"] not in web_swarm.peer_ids  # its own throwaway identity
+
+
+def test_a_dashboard_whose_reader_restarts_turns_unhealthy_and_recovers(web_swarm: WebSwarm,
+                                                                         tmp_path_factory: pytest.TempPathFactory
+                                                                         ) -> None:
+    """Compose's `restart:` of the reader alone: the dashboard says 503 while it is gone, 200 once it is back."""
+    base = tmp_path_factory.mktemp("reader-restart")
+    r = launch_swarm_reader(base / "reader", web_swarm)
+    port = int(r.url.rsplit(":", 1)[1])
+    d = launch_dashboard(base / "dash", web_swarm, None, swarm_reader_url=r.url, dht_stale_after=3, dht_timeout=2)
+    try:
+        r.stop()
+        h = wait_for(lambda: (x := d.get("/api/healthz")).status_code == 503 and x.json(), timeout=30,
+                     what="503 once the reader is gone")
+        assert any("swarm reader" in reason and "unreachable" in reason for reason in h["reasons"]), h
+        assert d.get("/api/nodes").json()["count"] == 3  # still answered from the cache
+        r = launch_swarm_reader(base / "reader2", web_swarm, port=port)
+        assert r.url == d.proc.args[d.proc.args.index("--swarm-reader-url") + 1]
+        wait_for(lambda: d.get("/api/healthz").status_code == 200, timeout=60, what="healthy with the reader back")
+        assert d.proc.poll() is None and d.get("/api/nodes").json()["count"] == 3
+    finally:
+        d.stop()
+        r.stop()
