@@ -22,7 +22,7 @@ def poller(tmp_path: Path, **kw: object) -> Poller:
                                    data_dir=tmp_path, ui_dist=tmp_path / "dist")
     base.update(kw)
     settings = load_settings(DashboardSettings, **base)
-    return Poller(settings, DashboardState(settings), swarm_factory=lambda peers: None, chain_factory=None)
+    return Poller(settings, DashboardState(), swarm_factory=lambda peers: None, chain_factory=None)
 
 
 def test_bootnode_file_gives_the_coordinator(tmp_path: Path) -> None:

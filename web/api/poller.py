@@ -80,6 +80,7 @@ class Poller:
         self._inflight: dict[str, tuple[concurrent.futures.Future[Any], float]] = {}
         self._bootnodes: list[str] = []
         self._tick = 0
+        self._last_rejoin_at = 0  # the failure count at this outage's last rejoin; 0: none yet
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -213,6 +214,7 @@ class Poller:
             await self._maybe_rejoin()
             raise
         self.state.apply_swarm(snap)
+        self._last_rejoin_at = 0  # the outage is over: the next one warns again
         if snap.round is not None and not rounds:
             # First sight of the round: read its rewards now rather than one interval later.
             rounds = self.state.rounds_wanted()
@@ -221,18 +223,26 @@ class Poller:
             self.state.apply_swarm(snap)
 
     async def _maybe_rejoin(self) -> None:
-        """After REJOIN_AFTER failed polls in a row, drop the DHT client and join afresh next time.
+        """After every REJOIN_AFTER failed polls in a row, drop the DHT client and join afresh next time.
 
         The transport restarts a dead DHT process itself; this covers what it cannot fix
-        (e.g. every bootnode it knew is gone and new ones come from the chain).
+        (e.g. every bootnode it knew is gone and new ones come from the chain). Every
+        REJOIN_AFTER failures, not every failure past it: a join is costly, and an outage of
+        an hour must neither churn DHT processes each poll nor repeat the warning.
         """
-        if self.swarm is None or self.state.dht.consecutive_failures + 1 < REJOIN_AFTER:
+        failures = self.state.dht.consecutive_failures + 1  # counting the one being handled
+        if self.swarm is None or failures < REJOIN_AFTER:
             return
+        if self._last_rejoin_at and failures - self._last_rejoin_at < REJOIN_AFTER:
+            return  # rejoined less than REJOIN_AFTER failures ago
         held = self._inflight.get("dht")
         if held is not None and not held[0].done():
             return  # a stuck call still uses the reader; try again on a later failure
         reader, self.swarm = self.swarm, None
-        log.warning("DHT polls failed %d times in a row; rejoining the swarm", REJOIN_AFTER)
+        first = self._last_rejoin_at == 0
+        self._last_rejoin_at = failures
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "DHT polls failed %d times in a row; rejoining the swarm", failures)
         try:
             await asyncio.get_running_loop().run_in_executor(self._pools["dht"], reader.close)
         except Exception as exc:
