@@ -6,17 +6,15 @@ The swarm (DHT) and chain settings are shared building blocks the node settings 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
 
-from hivemind_exp.chain.settings import ChainSettings, check_address, check_http_url
+from hivemind_exp.chain.settings import ChainSettings
 from hivemind_exp.game.stage import Game, stage_count
 from hivemind_exp.common.settings_base import ServiceSettings
-from hivemind_exp.swarm.multiaddrs import as_list, check_maddr, check_namespace, check_peer_id
+from hivemind_exp.swarm.client_settings import SwarmClientSettings
 from hivemind_exp.swarm.settings import SwarmSettings
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -218,41 +216,21 @@ class CoordinatorSettings(CommonSettings, GameSettings, SwarmSettings, ChainSett
                               "(0 = no endpoint)")
 
 
-class SwarmReaderSettings(CommonSettings):
-    """`rl-swarm swarm-reader`: a DHT client serving read-only swarm snapshots over HTTP (for the dashboard)."""
+class SwarmReaderSettings(CommonSettings, SwarmClientSettings):
+    """`rl-swarm swarm-reader`: a DHT client serving read-only swarm snapshots over HTTP (for the dashboard).
+
+    Where it joins and whom it trusts: `SwarmClientSettings`, the dashboard's own rules.
+    """
 
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 inside Docker Compose)")
     port: int = Field(8090, ge=1, le=65535, description="HTTP port of GET /api/snapshot and /api/healthz")
 
-    # --- where to join (the dashboard's own rules: flags, else the coordinator's bootnode file, else the chain)
-    initial_peers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="multiaddrs of DHT peers to join, e.g. /ip4/127.0.0.1/tcp/38331/p2p/Qm... "
-        "(comma-separated or a JSON list from env); empty = --bootnode-file, else the chain's bootnodes")
-    bootnode_file: Path | None = Field(
-        None, description="when --initial-peers is empty: the coordinator's address from this file (written by "
-        "`rl-swarm coordinator --bootnode-file`, e.g. on a shared Docker volume), before the chain's bootnodes")
-    coordinator_peer_id: str | None = Field(
-        None, description="peer ID of the coordinator, the only peer whose round/stage record is trusted "
-        "(default: the peer ID in the first initial peer's multiaddr, since the coordinator is the bootstrap peer)")
-    dht_namespace: str = Field("rl_swarm", description="prefix of every DHT key; must match the swarm's")
-    dht_identity_file: Path | None = Field(
-        None, description="key file of the reader's own DHT client identity (default: a throwaway key in a "
-        "temporary folder; never a trainer's swarm.pem, which would clash with that trainer)")
     dht_timeout: float = Field(10.0, gt=0, le=300, description="seconds one snapshot's DHT reads may take "
                                "(longer answers 504)")
     join_retry_seconds: float = Field(5.0, gt=0, le=600, description="seconds between two attempts to join the DHT "
                                       "while it cannot be joined (no peers known yet, bootnode down)")
     rejoin_after: int = Field(5, ge=1, le=1000, description="failed snapshots in a row after which the DHT client "
                               "is dropped and the swarm joined afresh")
-
-    # --- the chain, only to read its bootnodes when neither of the above gives peers
-    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain (its bootnodes)")
-    contract_address: str | None = Field(None, description="SwarmCoordinator (proxy) address; default: from "
-                                         "--deployment-file when it exists")
-    deployment_file: Path = Field(Path(".rlswarm/deployment.json"),
-                                  description="deployment JSON written by `rl-swarm chain`")
-    rpc_timeout: float = Field(10.0, gt=0, le=300, description="seconds before one RPC request gives up")
 
     # --- bounds of one request
     max_rounds: int = Field(64, ge=1, le=1000, description="most rounds one GET /api/snapshot may ask rewards of "
@@ -261,43 +239,3 @@ class SwarmReaderSettings(CommonSettings):
                                   "outputs of")
     max_concurrent: int = Field(4, ge=1, le=64, description="snapshots read at once, all clients together (more "
                                 "get 503)")
-
-    @field_validator("initial_peers", mode="before")
-    @classmethod
-    def _split_peers(cls, v: object) -> object:
-        return as_list(v)
-
-    @field_validator("initial_peers")
-    @classmethod
-    def _multiaddrs(cls, v: list[str]) -> list[str]:
-        return [check_maddr(addr, "initial peer") for addr in v]
-
-    @field_validator("coordinator_peer_id")
-    @classmethod
-    def _peer(cls, v: str | None) -> str | None:
-        return check_peer_id(v, "the coordinator prints its own at start")
-
-    @field_validator("dht_namespace")
-    @classmethod
-    def _namespace(cls, v: str) -> str:
-        return check_namespace(v)
-
-    @field_validator("rpc_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_http_url(v, "rpc_url")
-
-    @field_validator("contract_address")
-    @classmethod
-    def _address(cls, v: str | None) -> str | None:
-        return check_address(v, "contract_address")
-
-    def trusted_coordinator(self, initial_peers: list[str]) -> str | None:
-        """The coordinator peer ID: the setting, else the /p2p/ part of the first initial peer."""
-        if self.coordinator_peer_id:
-            return self.coordinator_peer_id
-        for addr in initial_peers[:1]:
-            m = re.search(r"/p2p/([1-9A-HJ-NP-Za-km-z]+)", addr)
-            if m:
-                return m.group(1)
-        return None

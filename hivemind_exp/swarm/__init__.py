@@ -7,6 +7,8 @@ Map of the package:
 - ``hivemind_transport``  `HivemindTransport`: the implementation over hivemind 1.1.12 (chunked
                           small messages, deadlines, dead/stalled DHT process restart).
 - ``settings``            `SwarmSettings`: listen/announce addresses, bootnodes, identity, limits.
+- ``client_settings``     `SwarmClientSettings`: how a read-only client (swarm reader, dashboard) finds the
+                          swarm (flags, bootnode file, chain) and whose round record it trusts.
 - ``records``             public models (`OutputRecord`, `RoundState`, `PeerInfo`, `EvalSummary`), the strict wire
                           schemas, chunking with a sha256 manifest, and `DropCounter`.
 - ``keys``                DHT key names and ``<tag>[owner:KEY]`` signed subkeys.

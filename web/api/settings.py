@@ -3,25 +3,27 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from hivemind_exp.chain.settings import check_address, check_http_url
-from hivemind_exp.swarm.multiaddrs import as_list, check_maddr, check_namespace, check_peer_id
-from hivemind_exp.common.settings_base import ServiceSettings
-
+from hivemind_exp.chain.settings import check_http_url
+from hivemind_exp.swarm.client_settings import SwarmClientSettings
+from hivemind_exp.swarm.multiaddrs import check_peer_id
 
 
 def _default_ui_dist() -> Path:
     return Path(__file__).resolve().parent.parent / "ui" / "dist"
 
 
-class DashboardSettings(ServiceSettings):
-    """The dashboard API on port 8080: where it reads the swarm and the chain, how often, what it serves."""
+class DashboardSettings(SwarmClientSettings):
+    """The dashboard API on port 8080: where it reads the swarm and the chain, how often, what it serves.
+
+    Where it joins the DHT (when no --swarm-reader-url is given), whom it trusts and where the chain
+    is: `SwarmClientSettings`, shared with `rl-swarm swarm-reader`.
+    """
 
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 inside Docker Compose)")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port of the dashboard (API + UI)")
@@ -34,20 +36,6 @@ class DashboardSettings(ServiceSettings):
     swarm_reader_max_bytes: int = Field(
         16 * 1024 * 1024, ge=64 * 1024, le=512 * 1024 * 1024,
         description="largest snapshot (bytes) accepted from --swarm-reader-url; a bigger answer is a failed poll")
-    initial_peers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="multiaddrs of DHT peers to join, e.g. /ip4/127.0.0.1/tcp/38331/p2p/Qm... "
-        "(comma-separated or a JSON list from env); empty = read the bootnodes from the chain")
-    bootnode_file: Path | None = Field(
-        None, description="when --initial-peers is empty: the coordinator's address from this file (written by "
-        "`rl-swarm coordinator --bootnode-file`, e.g. on a shared Docker volume), before the chain's bootnodes")
-    coordinator_peer_id: str | None = Field(
-        None, description="peer ID of the coordinator, the only peer whose round/stage record is trusted "
-        "(default: the peer ID in the first initial peer's multiaddr, since the coordinator is the bootstrap peer)")
-    dht_namespace: str = Field("rl_swarm", description="prefix of every DHT key; must match the swarm's")
-    dht_identity_file: Path | None = Field(
-        None, description="key file of the dashboard's own DHT client identity (default: a throwaway key in a "
-        "temporary folder; never the trainer's swarm.pem, which would clash with the trainer)")
     dht_poll_interval: float = Field(2.0, gt=0, le=300, description="seconds between two reads of the DHT")
     dht_timeout: float = Field(10.0, gt=0, le=300, description="seconds one DHT poll may take before it counts "
                                "as failed")
@@ -58,12 +46,6 @@ class DashboardSettings(ServiceSettings):
     chain: Literal["auto", "on", "off"] = Field(
         "auto", description="read the SwarmCoordinator contract: on, off, or auto (on when --contract-address is "
         "given or --deployment-file exists)")
-    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain")
-    contract_address: str | None = Field(None, description="SwarmCoordinator (proxy) address; default: from "
-                                         "--deployment-file")
-    deployment_file: Path = Field(Path(".rlswarm/deployment.json"),
-                                  description="deployment JSON written by `rl-swarm chain`")
-    rpc_timeout: float = Field(10.0, gt=0, le=300, description="seconds before one RPC request gives up")
     chain_poll_interval: float = Field(5.0, gt=0, le=3600, description="seconds between two reads of the chain")
     chain_stale_after: float = Field(120.0, gt=0, le=86400, description="/api/healthz answers 503 when a configured "
                                      "chain has not been read successfully for this many seconds")
@@ -111,50 +93,20 @@ class DashboardSettings(ServiceSettings):
                 raise ValueError(f"{ip!r} is not an IP or CIDR; list the reverse proxy's address (not '*')") from None
         return v
 
-    @field_validator("initial_peers", mode="before")
+    @field_validator("login_origin")
     @classmethod
-    def _split_peers(cls, v: object) -> object:
-        return as_list(v)
-
-    @field_validator("initial_peers")
-    @classmethod
-    def _multiaddrs(cls, v: list[str]) -> list[str]:
-        return [check_maddr(addr, "initial peer") for addr in v]
-
-    @field_validator("contract_address")
-    @classmethod
-    def _address(cls, v: str | None) -> str | None:
-        return check_address(v, "contract_address")
-
-    @field_validator("rpc_url", "login_origin")
-    @classmethod
-    def _url(cls, v: str, info: ValidationInfo) -> str:
-        return check_http_url(v, info.field_name or "URL")
+    def _login_url(cls, v: str) -> str:
+        return check_http_url(v, "login_origin")
 
     @field_validator("swarm_reader_url")
     @classmethod
     def _reader_url(cls, v: str | None) -> str | None:
         return None if v is None or not v.strip() else check_http_url(v.strip(), "swarm_reader_url")
 
-    @field_validator("local_peer_id", "coordinator_peer_id")
+    @field_validator("local_peer_id")
     @classmethod
-    def _peer(cls, v: str | None) -> str | None:
-        return check_peer_id(v, "the trainer and the coordinator print theirs at start")
-
-    @field_validator("dht_namespace")
-    @classmethod
-    def _namespace(cls, v: str) -> str:
-        return check_namespace(v)
-
-    def trusted_coordinator(self, initial_peers: list[str]) -> str | None:
-        """The coordinator peer ID: the setting, else the /p2p/ part of the first initial peer."""
-        if self.coordinator_peer_id:
-            return self.coordinator_peer_id
-        for addr in initial_peers[:1]:
-            m = re.search(r"/p2p/([1-9A-HJ-NP-Za-km-z]+)", addr)
-            if m:
-                return m.group(1)
-        return None
+    def _local_peer(cls, v: str | None) -> str | None:
+        return check_peer_id(v, "the trainer prints its own at start")
 
     @model_validator(mode="after")
     def _one_way_to_the_swarm(self) -> "DashboardSettings":
