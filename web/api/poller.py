@@ -80,7 +80,6 @@ class Poller:
         self._inflight: dict[str, tuple[concurrent.futures.Future[Any], float]] = {}
         self._bootnodes: list[str] = []
         self._tick = 0
-        self._last_rejoin_at = 0  # the failure count at this outage's last rejoin; 0: none yet
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,7 +213,6 @@ class Poller:
             await self._maybe_rejoin()
             raise
         self.state.apply_swarm(snap)
-        self._last_rejoin_at = 0  # the outage is over: the next one warns again
         if snap.round is not None and not rounds:
             # First sight of the round: read its rewards now rather than one interval later.
             rounds = self.state.rounds_wanted()
@@ -230,18 +228,15 @@ class Poller:
         REJOIN_AFTER failures, not every failure past it: a join is costly, and an outage of
         an hour must neither churn DHT processes each poll nor repeat the warning.
         """
+        # Derived from the failure count, which a good poll resets: the next outage warns again.
         failures = self.state.dht.consecutive_failures + 1  # counting the one being handled
-        if self.swarm is None or failures < REJOIN_AFTER:
+        if self.swarm is None or failures % REJOIN_AFTER:
             return
-        if self._last_rejoin_at and failures - self._last_rejoin_at < REJOIN_AFTER:
-            return  # rejoined less than REJOIN_AFTER failures ago
         held = self._inflight.get("dht")
         if held is not None and not held[0].done():
-            return  # a stuck call still uses the reader; try again on a later failure
+            return  # a stuck call still uses the reader; try again REJOIN_AFTER failures later
         reader, self.swarm = self.swarm, None
-        first = self._last_rejoin_at == 0
-        self._last_rejoin_at = failures
-        log.log(logging.WARNING if first else logging.DEBUG,
+        log.log(logging.WARNING if failures == REJOIN_AFTER else logging.DEBUG,
                 "DHT polls failed %d times in a row; rejoining the swarm", failures)
         try:
             await asyncio.get_running_loop().run_in_executor(self._pools["dht"], reader.close)
